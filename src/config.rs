@@ -1,0 +1,118 @@
+//! Settings: every one is a command-line flag and a `SPOOL_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "spool",
+    version,
+    about = "Spool: browser audio recordings that arrive in real time and survive crashes, reloads and dropped networks."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (what `spool` with no subcommand does).
+    Serve,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on. Use 0.0.0.0:8080 to accept connections from other machines.
+    #[arg(long, env = "SPOOL_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Directory for the database (spool.db) and the finished recordings; created if missing.
+    #[arg(long, env = "SPOOL_DATA_DIR", default_value = "./spool-data")]
+    pub data_dir: PathBuf,
+
+    /// Secret required (as `Authorization: Bearer …`) to create sessions. Unset: anyone may create one.
+    #[arg(long, env = "SPOOL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Secret for the admin endpoints and for reading or deleting any session. Unset: admin endpoints are off.
+    #[arg(long, env = "SPOOL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// Largest chunk payload accepted, in bytes (a bigger chunk closes the socket with 4413).
+    #[arg(long, env = "SPOOL_MAX_CHUNK_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(1..=64 * 1024 * 1024))]
+    pub max_chunk_bytes: u32,
+
+    /// A session with no chunk, finish or connection for this long is finalized with what it has
+    /// (e.g. "30m", "90s").
+    #[arg(long, env = "SPOOL_IDLE_FINALIZE_AFTER", default_value = "30m", value_parser = parse_duration)]
+    pub idle_finalize_after: Duration,
+
+    /// A WebSocket that sends nothing (not even a ping) for this long is closed with 4408.
+    #[arg(long, env = "SPOOL_SOCKET_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub socket_idle_timeout: Duration,
+
+    /// Most chunks one connection may send per second, averaged (bursts of twice that pass);
+    /// over it the socket closes with 4429 and the client backs off. 0 turns the limit off.
+    #[arg(long, env = "SPOOL_MAX_CHUNKS_PER_SECOND", default_value_t = 1000)]
+    pub max_chunks_per_second: u32,
+
+    /// Base URL clients reach this server at (e.g. https://rec.example.com), used for the
+    /// `ws_url` and recording URLs handed out. Unset: taken from each request's Host header.
+    #[arg(long, env = "SPOOL_PUBLIC_URL")]
+    pub public_url: Option<String>,
+}
+
+impl Config {
+    /// Defaults for everything, with the data in `data_dir` and port 0: what tests start from.
+    pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
+        let mut config = Cli::parse_from(["spool", "--listen", "127.0.0.1:0"]).config;
+        config.data_dir = data_dir.into();
+        config
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("spool.db")
+    }
+
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.data_dir.join("recordings")
+    }
+}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(raw).map_err(|e| format!("{e} (examples: 30m, 90s, 1h)"))?;
+    if duration.is_zero() {
+        Err("must be more than zero".into())
+    } else {
+        Ok(duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let config = Cli::parse_from(["spool"]).config;
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./spool-data"));
+        assert_eq!(config.max_chunk_bytes, 1024 * 1024);
+        assert_eq!(config.idle_finalize_after, Duration::from_secs(30 * 60));
+        assert!(config.api_key.is_none() && config.admin_token.is_none());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(Cli::try_parse_from(["spool", "--idle-finalize-after", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["spool", "--socket-idle-timeout", "0s"]).is_err());
+        assert!(Cli::try_parse_from(["spool", "--max-chunk-bytes", "0"]).is_err());
+    }
+}

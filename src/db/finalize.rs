@@ -1,0 +1,152 @@
+//! Queries of the finalize job: claim a session, then record its outcome.
+//!
+//! A claim is a lease: `finalize_claimed_at` stops the writer from adding
+//! chunks, and a claim older than the lease (a crashed or stuck step) can be
+//! taken again. On start-up every lease is released at once.
+
+use sqlx::SqlitePool;
+
+/// A claim older than this is taken to belong to a step that died.
+pub const LEASE_MS: i64 = 120_000;
+
+/// The session a finalize step works on, as it was when claimed.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub seq: i64,
+    pub public_id: String,
+    pub mime_type: String,
+    pub expected_chunks: Option<i64>,
+    pub committed: i64,
+    pub max_index: Option<i64>,
+}
+
+/// Claims the next session due for finalizing: one whose claim lapsed, one
+/// finished with every chunk present, or one idle since before `idle_cutoff`.
+pub async fn claim_next(
+    pool: &SqlitePool,
+    now: i64,
+    idle_cutoff: i64,
+) -> sqlx::Result<Option<Claim>> {
+    let lease_cutoff = now - LEASE_MS;
+    sqlx::query_as!(
+        Claim,
+        r#"UPDATE sessions SET finalize_claimed_at = ?1, state = 'finishing', updated_at = ?1
+           WHERE seq = (
+               SELECT seq FROM sessions
+               WHERE state IN ('recording', 'finishing')
+                 AND (finalize_claimed_at IS NULL OR finalize_claimed_at < ?2)
+                 AND (finalize_claimed_at IS NOT NULL
+                      OR (expected_chunks IS NOT NULL AND committed >= expected_chunks)
+                      OR last_seen_at < ?3)
+               ORDER BY last_seen_at LIMIT 1)
+           RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index"#,
+        now,
+        lease_cutoff,
+        idle_cutoff
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Claims one given session now, whatever its state of completeness
+/// (an admin's "finalize now"). Returns `None` if it is not recording or finishing.
+pub async fn claim_session(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Result<Option<Claim>> {
+    sqlx::query_as!(
+        Claim,
+        r#"UPDATE sessions SET finalize_claimed_at = ?2, state = 'finishing', updated_at = ?2
+           WHERE seq = ?1 AND state IN ('recording', 'finishing')
+           RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index"#,
+        seq,
+        now
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Makes every claim immediately claimable again: run once at start-up,
+/// when no step can be running.
+pub async fn release_stale_claims(pool: &SqlitePool) -> sqlx::Result<u64> {
+    let result = sqlx::query!(
+        "UPDATE sessions SET finalize_claimed_at = 0
+         WHERE finalize_claimed_at IS NOT NULL AND state IN ('recording', 'finishing')"
+    )
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// What the finished recording is, as stored on the session.
+#[derive(Debug, Clone)]
+pub struct RecordingFacts {
+    pub bytes: i64,
+    pub sha256: String,
+    pub source_bytes: i64,
+    pub source_sha256: String,
+    pub duration_ms: Option<i64>,
+    pub complete: bool,
+    pub missing_json: String,
+}
+
+/// Marks the session ready and deletes its chunks, in one transaction: the
+/// chunks go only together with the state that says the file holds them.
+/// Returns false if the session was deleted meanwhile.
+pub async fn mark_ready(
+    pool: &SqlitePool,
+    seq: i64,
+    facts: &RecordingFacts,
+    now: i64,
+) -> sqlx::Result<bool> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let updated = sqlx::query!(
+        "UPDATE sessions SET state = 'ready', updated_at = ?2, recording_bytes = ?3, recording_sha256 = ?4,
+                recording_source_bytes = ?5, recording_source_sha256 = ?6, recording_duration_ms = ?7,
+                recording_complete = ?8, recording_missing = ?9, failure_reason = NULL
+         WHERE seq = ?1 AND state = 'finishing'",
+        seq,
+        now,
+        facts.bytes,
+        facts.sha256,
+        facts.source_bytes,
+        facts.source_sha256,
+        facts.duration_ms,
+        facts.complete,
+        facts.missing_json
+    )
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 1 {
+        sqlx::query!("DELETE FROM chunks WHERE session = ?1", seq)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// Ends the session as failed. Its chunks are kept, so nothing acknowledged
+/// is lost and an operator can still finalize it once the cause is fixed.
+pub async fn mark_failed(pool: &SqlitePool, seq: i64, reason: &str, now: i64) -> sqlx::Result<()> {
+    sqlx::query!(
+        "UPDATE sessions SET state = 'failed', failure_reason = ?2, updated_at = ?3, finalize_claimed_at = NULL
+         WHERE seq = ?1 AND state = 'finishing'",
+        seq,
+        reason,
+        now
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Counts a failed attempt and keeps the claim (so the lease delays the
+/// retry). Returns the number of attempts so far.
+pub async fn record_attempt_failed(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        "UPDATE sessions SET finalize_attempts = finalize_attempts + 1, finalize_claimed_at = ?2
+         WHERE seq = ?1 RETURNING finalize_attempts",
+        seq,
+        now
+    )
+    .fetch_one(pool)
+    .await
+}

@@ -1,0 +1,111 @@
+//! The media type a client declares for its chunks.
+
+use std::fmt;
+
+/// A syntactically valid media type (`type/subtype` plus optional parameters),
+/// safe to echo in a `Content-Type` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MimeType(String);
+
+impl MimeType {
+    const MAX_LEN: usize = 255;
+
+    pub fn parse(raw: &str) -> Result<Self, InvalidMimeType> {
+        let raw = raw.trim();
+        let essence = raw.split(';').next().unwrap_or_default().trim();
+        let (kind, subtype) = essence.split_once('/').ok_or(InvalidMimeType)?;
+        let is_token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
+        let printable = raw.bytes().all(|b| (0x20..0x7f).contains(&b));
+        if raw.len() <= Self::MAX_LEN && printable && is_token(kind) && is_token(subtype) {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(InvalidMimeType)
+        }
+    }
+
+    /// Used when the client declares none.
+    pub fn octet_stream() -> Self {
+        Self("application/octet-stream".to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `audio/webm;codecs=opus` → `audio/webm`, lowercased.
+    pub fn essence(&self) -> String {
+        self.0
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase()
+    }
+
+    /// A file extension for downloads.
+    pub fn file_extension(&self) -> &'static str {
+        match self.essence().as_str() {
+            "audio/webm" | "video/webm" => "webm",
+            "audio/ogg" | "video/ogg" | "application/ogg" => "ogg",
+            "audio/mp4" | "audio/x-m4a" => "m4a",
+            "video/mp4" => "mp4",
+            "audio/mpeg" => "mp3",
+            "audio/wav" | "audio/x-wav" | "audio/wave" => "wav",
+            _ => "bin",
+        }
+    }
+}
+
+impl fmt::Display for MimeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "mime_type must look like \"audio/webm;codecs=opus\" (printable ASCII, at most 255 characters)"
+)]
+pub struct InvalidMimeType;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_recorder_types() {
+        for ok in [
+            "audio/webm;codecs=opus",
+            "audio/ogg; codecs=opus",
+            "audio/mp4",
+            "application/octet-stream",
+        ] {
+            assert_eq!(MimeType::parse(ok).unwrap().as_str(), ok);
+        }
+        assert_eq!(
+            MimeType::parse("Audio/WebM;codecs=opus")
+                .unwrap()
+                .file_extension(),
+            "webm"
+        );
+    }
+
+    #[test]
+    fn rejects_header_injection_and_junk() {
+        for bad in [
+            "",
+            "audio",
+            "/webm",
+            "audio/",
+            "audio/webm\r\nX-Evil: 1",
+            "aud io/webm",
+            &"a/".repeat(200),
+        ] {
+            assert!(MimeType::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

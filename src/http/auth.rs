@@ -1,0 +1,120 @@
+//! Who is asking: the bearer secret from `Authorization: Bearer …`, or from
+//! `?token=` where a browser cannot set headers (WebSocket, `<audio src>`,
+//! sendBeacon). Every check is a constant-time hash comparison.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use crate::db::sessions::SessionRow;
+use crate::domain::TokenHash;
+use crate::http::ApiError;
+use crate::state::AppState;
+
+/// The secret the request presented, if any. Its `Debug` hides it.
+pub struct Credential(Option<String>);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Credential(<redacted>)"
+        } else {
+            "Credential(None)"
+        })
+    }
+}
+
+/// Never rejects: a missing or malformed credential is refused by the check
+/// that needs one, so WebSocket upgrades still complete and can say why.
+impl<S: Send + Sync> FromRequestParts<S> for Credential {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(value) = parts.headers.get(AUTHORIZATION) {
+            let bearer = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            return Ok(Self(bearer.filter(|s| !s.is_empty()).map(str::to_owned)));
+        }
+        Ok(Self(token_from_query(parts.uri.query())))
+    }
+}
+
+fn token_from_query(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(key, _)| key == "token")
+        .map(|(_, value)| value.into_owned())
+}
+
+impl Credential {
+    pub fn is_admin(&self, state: &AppState) -> bool {
+        matches!((&self.0, &state.admin_token), (Some(secret), Some(admin)) if admin.matches(secret))
+    }
+
+    /// The session's own token or the admin token.
+    pub fn authorize_session(
+        &self,
+        state: &AppState,
+        session: &SessionRow,
+    ) -> Result<(), ApiError> {
+        let Some(secret) = &self.0 else {
+            return Err(ApiError::Unauthorized);
+        };
+        let owner =
+            TokenHash::from_stored(&session.token_hash).is_some_and(|hash| hash.matches(secret));
+        if owner || self.is_admin(state) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+
+    /// Only the session's own token (used where the admin must not act as the recorder).
+    pub fn authorize_owner(&self, session: &SessionRow) -> Result<(), ApiError> {
+        let Some(secret) = &self.0 else {
+            return Err(ApiError::Unauthorized);
+        };
+        let owner =
+            TokenHash::from_stored(&session.token_hash).is_some_and(|hash| hash.matches(secret));
+        if owner {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized)
+        }
+    }
+
+    /// The API key, when the server has one; anyone otherwise.
+    pub fn authorize_create(&self, state: &AppState) -> Result<(), ApiError> {
+        match (&state.api_key, &self.0) {
+            (None, _) => Ok(()),
+            (Some(key), Some(secret)) if key.matches(secret) => Ok(()),
+            (Some(_), _) => Err(ApiError::Unauthorized),
+        }
+    }
+
+    pub fn authorize_admin(&self, state: &AppState) -> Result<(), ApiError> {
+        match (&state.admin_token, &self.0) {
+            (None, _) => Err(ApiError::Forbidden),
+            (Some(_), None) => Err(ApiError::Unauthorized),
+            _ if self.is_admin(state) => Ok(()),
+            _ => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comes_from_the_query() {
+        assert_eq!(
+            token_from_query(Some("a=1&token=abc%2Bd")),
+            Some("abc+d".into())
+        );
+        assert_eq!(token_from_query(Some("a=1")), None);
+        assert_eq!(token_from_query(None), None);
+    }
+}

@@ -1,0 +1,37 @@
+//! The HTTP surface, one module per feature; this file is the table of contents.
+
+mod auth;
+mod error;
+mod extract;
+mod ops;
+mod range;
+mod recordings;
+mod sessions;
+mod view;
+
+use axum::Router;
+use axum::http::Request;
+use tower_http::trace::TraceLayer;
+
+pub use auth::Credential;
+pub use error::ApiError;
+pub use extract::{BaseUrl, SessionPath};
+pub use sessions::{finish_count, load_session};
+pub use view::{RecordingView, SessionView};
+
+use crate::state::AppState;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(sessions::router())
+        .merge(recordings::router())
+        .merge(crate::ingest::router())
+        .merge(ops::router())
+        .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // The span names method and path only: the query may carry a token.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
+        }))
+        .with_state(state)
+}

@@ -1,0 +1,113 @@
+//! Serving finished recordings, with Range, HEAD and ETag.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio_util::io::ReaderStream;
+
+use crate::domain::MimeType;
+use crate::http::ApiError;
+use crate::http::auth::Credential;
+use crate::http::extract::SessionPath;
+use crate::http::range::RangeRequest;
+use crate::http::sessions::load_session;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    // `get` answers HEAD too; the handler leaves the body out for it.
+    Router::new().route("/v1/sessions/{id}/recording", get(download))
+}
+
+async fn download(
+    State(state): State<AppState>,
+    SessionPath(id): SessionPath,
+    credential: Credential,
+    method: Method,
+    request_headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let row = load_session(&state, &id).await?;
+    credential.authorize_session(&state, &row)?;
+    let (Some(sha256), "ready") = (row.recording_sha256.as_deref(), row.state.as_str()) else {
+        return Err(ApiError::conflict(
+            "not_ready",
+            format!("the recording is not ready (the session is {})", row.state),
+        ));
+    };
+    let len = state.recordings.len(id.as_str()).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!(
+            "session {id} is ready but its recording file is missing"
+        ))
+    })?;
+
+    let mime = MimeType::parse(&row.mime_type).unwrap_or_else(|_| MimeType::octet_stream());
+    let etag = format!("\"{sha256}\"");
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::ETAG, header_value(&etag)?);
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=3600"),
+    );
+    headers.insert(header::CONTENT_TYPE, header_value(mime.as_str())?);
+    let disposition = format!("inline; filename=\"{id}.{}\"", mime.file_extension());
+    headers.insert(header::CONTENT_DISPOSITION, header_value(&disposition)?);
+
+    if if_none_match(&request_headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    }
+    let range_header = request_headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
+    // If-Range with a different validator means: send the whole thing.
+    let range_header = range_header.filter(|_| if_range_allows(&request_headers, &etag));
+    let (status, start, count) = match RangeRequest::parse(range_header, len) {
+        RangeRequest::Full => (StatusCode::OK, 0, len),
+        RangeRequest::Partial { start, end } => {
+            headers.insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("bytes {start}-{end}/{len}"))?,
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeRequest::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable { len }),
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    if method == Method::HEAD {
+        return Ok((status, headers).into_response());
+    }
+    let reader = state
+        .recordings
+        .read_range(id.as_str(), start, count)
+        .await?;
+    Ok((
+        status,
+        headers,
+        Body::from_stream(ReaderStream::with_capacity(reader, 64 * 1024)),
+    )
+        .into_response())
+}
+
+fn header_value(value: &str) -> Result<HeaderValue, ApiError> {
+    HeaderValue::from_str(value).map_err(|e| ApiError::Internal(e.into()))
+}
+
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',').any(
+                |tag| matches!(tag.trim().trim_start_matches("W/"), t if t == etag || t == "*"),
+            )
+        })
+}
+
+fn if_range_allows(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|v| v.trim() == etag)
+}

@@ -1,0 +1,172 @@
+//! Session endpoints: create, read, finish, delete.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::db::{self, sessions::NewSession, sessions::SessionRow};
+use crate::domain::{MimeType, SessionId, Token};
+use crate::http::ApiError;
+use crate::http::auth::Credential;
+use crate::http::extract::{BaseUrl, JsonBody, SessionPath};
+use crate::http::view::SessionView;
+use crate::state::AppState;
+use crate::writer::{FinishOutcome, WriteError};
+
+/// Largest `metadata` object, serialized.
+const MAX_METADATA_BYTES: usize = 16 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/sessions", post(create_session))
+        .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
+        .route("/v1/sessions/{id}/finish", post(finish_session))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSession {
+    mime_type: Option<String>,
+    metadata: Option<Value>,
+}
+
+async fn create_session(
+    State(state): State<AppState>,
+    credential: Credential,
+    base: BaseUrl,
+    JsonBody(body): JsonBody<CreateSession>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    credential.authorize_create(&state)?;
+    let mime_type = match body.mime_type.as_deref() {
+        Some(raw) => MimeType::parse(raw)
+            .map_err(|e| ApiError::bad_request("invalid_mime_type", e.to_string()))?,
+        None => MimeType::octet_stream(),
+    };
+    let metadata = match body.metadata {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(object @ Value::Object(_)) => object,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_metadata",
+                "metadata must be a JSON object",
+            ));
+        }
+    };
+    let metadata_json = metadata.to_string();
+    if metadata_json.len() > MAX_METADATA_BYTES {
+        return Err(ApiError::bad_request(
+            "invalid_metadata",
+            format!("metadata is over {MAX_METADATA_BYTES} bytes"),
+        ));
+    }
+    let (id, token) = (SessionId::generate(), Token::generate());
+    let new = NewSession {
+        id: &id,
+        token_hash: &token.hash(),
+        mime_type: &mime_type,
+        metadata_json: &metadata_json,
+    };
+    db::sessions::insert_session(&state.pool, new, db::now_ms()).await?;
+    state.metrics.session_created();
+    tracing::info!(session = %id, mime_type = %mime_type, "session created");
+    let body = json!({
+        "id": id.as_str(),
+        "token": token.expose(),
+        "ws_url": format!("{}/v1/sessions/{id}/ws", base.ws()),
+        "max_chunk_bytes": state.config.max_chunk_bytes,
+    });
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Loads a session or answers 404.
+pub async fn load_session(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
+    db::sessions::find_session(&state.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound("session"))
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    SessionPath(id): SessionPath,
+    credential: Credential,
+    base: BaseUrl,
+) -> Result<Json<SessionView>, ApiError> {
+    let row = load_session(&state, &id).await?;
+    credential.authorize_session(&state, &row)?;
+    Ok(Json(SessionView::new(&row, &base)))
+}
+
+#[derive(Debug, Deserialize)]
+struct Finish {
+    chunks: u64,
+}
+
+async fn finish_session(
+    State(state): State<AppState>,
+    SessionPath(id): SessionPath,
+    credential: Credential,
+    base: BaseUrl,
+    JsonBody(body): JsonBody<Finish>,
+) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+    let row = load_session(&state, &id).await?;
+    credential.authorize_owner(&row)?;
+    let chunks =
+        finish_count(body.chunks).map_err(|m| ApiError::bad_request("invalid_chunk_count", m))?;
+    match state.writer.finish(row.seq, chunks).await {
+        Ok(FinishOutcome::Accepted { .. }) => {}
+        Ok(refused) => return Err(finish_refusal(refused)),
+        Err(WriteError::Stopped) => return Err(ApiError::Unavailable),
+        Err(WriteError::Storage(e)) => return Err(ApiError::Internal(anyhow::anyhow!("{e:#}"))),
+    }
+    let row = load_session(&state, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(SessionView::new(&row, &base))))
+}
+
+/// A declared chunk count: at least one chunk, and indexes fit in a u32.
+pub fn finish_count(chunks: u64) -> Result<i64, String> {
+    if (1..=1u64 << 32).contains(&chunks) {
+        Ok(chunks as i64)
+    } else {
+        Err(format!(
+            "chunks must be between 1 and 4294967296, not {chunks}"
+        ))
+    }
+}
+
+fn finish_refusal(outcome: FinishOutcome) -> ApiError {
+    match outcome {
+        FinishOutcome::CountMismatch { expected } => ApiError::conflict(
+            "chunk_count_mismatch",
+            format!("finish already declared {expected} chunks"),
+        ),
+        FinishOutcome::BelowReceived { max_index } => ApiError::bad_request(
+            "invalid_chunk_count",
+            format!("chunk {max_index} was already received"),
+        ),
+        FinishOutcome::NotAccepting { state } => ApiError::conflict(
+            "session_closed",
+            format!("the session is {}", state.as_str()),
+        ),
+        FinishOutcome::UnknownSession | FinishOutcome::Accepted { .. } => {
+            ApiError::NotFound("session")
+        }
+    }
+}
+
+async fn delete_session(
+    State(state): State<AppState>,
+    SessionPath(id): SessionPath,
+    credential: Credential,
+) -> Result<StatusCode, ApiError> {
+    let row = load_session(&state, &id).await?;
+    credential.authorize_session(&state, &row)?;
+    db::sessions::delete_session(&state.pool, row.seq).await?;
+    state.connections.evict(row.seq);
+    state.recordings.delete(id.as_str()).await?;
+    tracing::info!(session = %id, "session deleted");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,125 @@
+//! Why a socket closes: the `error` message and close code of each reason.
+
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// After `finalized`.
+    Finished,
+    GoingAway,
+    Malformed(String),
+    Unauthorized,
+    UnknownSession,
+    Idle,
+    Conflict(u32),
+    NotAccepting(String),
+    TooLarge(String),
+    TooFast(String),
+    Superseded,
+    Internal,
+}
+
+impl CloseReason {
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Self::Finished => 1000,
+            Self::GoingAway => 1001,
+            Self::Internal => 1011,
+            Self::Malformed(_) => 4400,
+            Self::Unauthorized => 4401,
+            Self::UnknownSession => 4404,
+            Self::Idle => 4408,
+            Self::Conflict(_) => 4409,
+            Self::NotAccepting(_) => 4410,
+            Self::TooLarge(_) => 4413,
+            Self::TooFast(_) => 4429,
+            Self::Superseded => 4499,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Finished => "finished",
+            Self::GoingAway => "going_away",
+            Self::Internal => "internal",
+            Self::Malformed(_) => "malformed",
+            Self::Unauthorized => "unauthorized",
+            Self::UnknownSession => "unknown_session",
+            Self::Idle => "idle_timeout",
+            Self::Conflict(_) => "chunk_conflict",
+            Self::NotAccepting(_) => "session_closed",
+            Self::TooLarge(_) => "chunk_too_large",
+            Self::TooFast(_) => "too_fast",
+            Self::Superseded => "superseded",
+        }
+    }
+
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::GoingAway | Self::Idle | Self::TooFast(_) | Self::Internal
+        )
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Self::Finished => "the recording is finalized".into(),
+            Self::GoingAway => "the server is shutting down; reconnect".into(),
+            Self::Internal => "the server failed to store data; reconnect and resend".into(),
+            Self::Unauthorized => "missing or wrong token".into(),
+            Self::UnknownSession => "no such session".into(),
+            Self::Idle => "nothing received for too long".into(),
+            Self::Conflict(index) => format!("chunk {index} is already stored with other bytes"),
+            Self::Superseded => "a newer connection for this session took over".into(),
+            Self::Malformed(m) | Self::NotAccepting(m) | Self::TooLarge(m) | Self::TooFast(m) => {
+                m.clone()
+            }
+        }
+    }
+
+    /// The `error` message sent before the close (none before a normal close).
+    pub fn error_message(&self) -> Option<String> {
+        (*self != Self::Finished).then(|| {
+            json!({ "type": "error", "code": self.code(), "message": self.message(), "retryable": self.retryable() }).to_string()
+        })
+    }
+
+    /// Close frame reasons are limited to 123 bytes.
+    pub fn close_text(&self) -> String {
+        let mut text = self.message();
+        if text.len() > 120 {
+            let mut cut = 120;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_carry_code_and_retryable() {
+        let msg: serde_json::Value = serde_json::from_str(
+            &CloseReason::TooFast("slow down".into())
+                .error_message()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            msg,
+            json!({"type": "error", "code": "too_fast", "message": "slow down", "retryable": true})
+        );
+        assert!(CloseReason::Finished.error_message().is_none());
+        assert!(!CloseReason::Superseded.retryable());
+    }
+
+    #[test]
+    fn close_text_fits_a_close_frame() {
+        assert!(CloseReason::Malformed("é".repeat(200)).close_text().len() <= 123);
+    }
+}

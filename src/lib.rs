@@ -1,0 +1,31 @@
+//! Spool: browser audio recordings that reach the server in real time and
+//! survive crashes, reloads and dropped networks.
+//!
+//! # Layout
+//! - [`config`]: settings (flags and `SPOOL_*` variables).
+//! - [`startup`]: builds the [`App`] and runs it until a shutdown signal.
+//! - [`http`]: the HTTP API, one module per feature; [`ingest`]: the WebSocket protocol.
+//! - [`writer`]: the one task that writes chunks, committing batches from every
+//!   connection in one transaction before anything is acknowledged.
+//! - [`finalize`]: the background job that joins a session's chunks into its recording.
+//! - [`storage`]: where finished recordings live (a local directory).
+//! - [`db`]: SQLite queries, one function each; [`domain`]: parsed, validated types.
+//!
+//! A chunk flows: socket → [`ingest`] (parse, check CRC) → [`writer`] (commit) →
+//! ack to the socket. A finished session flows: [`finalize`] → [`storage`] →
+//! session `ready` → download through [`http`].
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod finalize;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod startup;
+pub mod state;
+pub mod storage;
+pub mod writer;
+
+pub use config::Config;
+pub use startup::App;

@@ -1,0 +1,150 @@
+//! Building the application and running it until a shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::db;
+use crate::domain::Secret;
+use crate::finalize::{self, Finalizer};
+use crate::ingest::ConnectionRegistry;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::storage::LocalRecordings;
+use crate::{http, writer};
+
+/// A built server: bound, migrated, writer running; not yet serving.
+pub struct App {
+    listener: TcpListener,
+    state: AppState,
+    finalizer: Finalizer,
+    writer_task: JoinHandle<()>,
+    writer_stop: CancellationToken,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        tokio::fs::create_dir_all(&config.data_dir)
+            .await
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let database = config.database_path();
+        let pool = db::open_pool(&database).await?;
+        let released = db::finalize::release_stale_claims(&pool)
+            .await
+            .context("releasing finalize claims")?;
+        if released > 0 {
+            tracing::info!(
+                sessions = released,
+                "resuming finalize of sessions interrupted by the last stop"
+            );
+        }
+        let recordings = LocalRecordings::open(config.recordings_dir()).await?;
+        let metrics = Arc::new(Metrics::default());
+        let wakeup = Arc::new(Notify::new());
+        let writer_stop = CancellationToken::new();
+        let writer_conn = db::open_writer_connection(&database).await?;
+        let (writer, writer_task) = writer::spawn(
+            writer_conn,
+            metrics.clone(),
+            wakeup.clone(),
+            writer_stop.clone(),
+        );
+        let (finalized, _) = broadcast::channel(1024);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let state = AppState {
+            api_key: config.api_key.as_deref().map(Secret::new),
+            admin_token: config.admin_token.as_deref().map(Secret::new),
+            pool: pool.clone(),
+            writer,
+            recordings: recordings.clone(),
+            metrics: metrics.clone(),
+            connections: ConnectionRegistry::default(),
+            finalized: finalized.clone(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            config: Arc::new(config),
+        };
+        let finalizer = Finalizer {
+            pool,
+            recordings,
+            metrics,
+            idle_after: state.config.idle_finalize_after,
+            wakeup,
+            finalized,
+        };
+        Ok(Self {
+            listener,
+            state,
+            finalizer,
+            writer_task,
+            writer_stop,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The finalize job's step, for tests that drive it directly.
+    pub fn finalizer(&self) -> Finalizer {
+        self.finalizer.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops in order: no new
+    /// connections; sockets drain (their chunks committed and acked) and close
+    /// with 1001; a running finalize step completes; the writer commits
+    /// what it holds; the database closes.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            finalizer,
+            writer_task,
+            writer_stop,
+        } = self;
+        let data_dir = state.config.data_dir.display().to_string();
+        tracing::info!(address = %format!("http://{}", listener.local_addr()?), data_dir, "spool is listening");
+
+        let finalize_stop = CancellationToken::new();
+        let finalize_task = tokio::spawn(finalize::run(finalizer, finalize_stop.clone()));
+        let stopping = state.shutdown.clone();
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down");
+            stopping.cancel();
+        };
+        axum::serve(listener, http::router(state.clone()))
+            .with_graceful_shutdown(signal)
+            .await
+            .context("serving HTTP")?;
+
+        state.tasks.close();
+        state.tasks.wait().await;
+        finalize_stop.cancel();
+        finalize_task.await.context("the finalize job panicked")?;
+        writer_stop.cancel();
+        writer_task.await.context("the chunk writer panicked")?;
+        state.pool.close().await;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}

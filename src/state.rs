@@ -1,0 +1,34 @@
+//! The state every handler shares, passed through axum's `State`.
+
+use std::sync::Arc;
+
+use sqlx::SqlitePool;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::domain::Secret;
+use crate::ingest::ConnectionRegistry;
+use crate::metrics::Metrics;
+use crate::storage::LocalRecordings;
+use crate::writer::WriterHandle;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: SqlitePool,
+    pub writer: WriterHandle,
+    pub recordings: LocalRecordings,
+    pub config: Arc<Config>,
+    pub api_key: Option<Secret>,
+    pub admin_token: Option<Secret>,
+    pub metrics: Arc<Metrics>,
+    /// The live WebSocket of each session, for takeover and eviction.
+    pub connections: ConnectionRegistry,
+    /// Session seqs the finalize job has just finished (ready or failed).
+    pub finalized: broadcast::Sender<i64>,
+    /// Cancelled when the server starts shutting down: sockets drain and close with 1001.
+    pub shutdown: CancellationToken,
+    /// Tracks WebSocket tasks, which axum's graceful shutdown does not wait for.
+    pub tasks: TaskTracker,
+}

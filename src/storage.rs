@@ -1,0 +1,145 @@
+//! Where finished recordings live: write one durably, read a byte range,
+//! delete. This is the seam for other backends (S3 through `object_store`
+//! later); today it is a local directory.
+//!
+//! A recording is written to a temporary file, fsynced, renamed into place
+//! and the directory fsynced, so a reader (or a crash) sees either no file or
+//! the whole file, never a part.
+
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio::fs::{self, File};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
+
+const TEMP_MARKER: &str = ".partial-";
+
+#[derive(Debug, Clone)]
+pub struct LocalRecordings {
+    dir: PathBuf,
+}
+
+impl LocalRecordings {
+    /// Creates the directory if needed and removes temporary files that a
+    /// crash left behind (they were never renamed, so nothing refers to them).
+    pub async fn open(dir: PathBuf) -> anyhow::Result<Self> {
+        fs::create_dir_all(&dir)
+            .await
+            .with_context(|| format!("creating {}", dir.display()))?;
+        let mut entries = fs::read_dir(&dir)
+            .await
+            .with_context(|| format!("listing {}", dir.display()))?;
+        while let Some(entry) = entries.next_entry().await? {
+            if entry.file_name().to_string_lossy().contains(TEMP_MARKER) {
+                fs::remove_file(entry.path())
+                    .await
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+        Ok(Self { dir })
+    }
+
+    fn path_of(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+
+    /// Starts writing the recording `key`; nothing is visible until `commit`.
+    pub async fn create(&self, key: &str) -> anyhow::Result<RecordingWriter> {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce)?;
+        let temp_path = self
+            .dir
+            .join(format!("{key}{TEMP_MARKER}{}", hex::encode(nonce)));
+        let file = File::create(&temp_path)
+            .await
+            .with_context(|| format!("creating {}", temp_path.display()))?;
+        Ok(RecordingWriter {
+            file: BufWriter::with_capacity(256 * 1024, file),
+            temp_path,
+            final_path: self.path_of(key),
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// The recording's length in bytes, or `None` if there is no such recording.
+    pub async fn len(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        match fs::metadata(self.path_of(key)).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).context("reading a recording's size"),
+        }
+    }
+
+    /// Bytes `start..start + len` of the recording.
+    pub async fn read_range(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+    ) -> anyhow::Result<impl AsyncRead + Send + use<>> {
+        let path = self.path_of(key);
+        let mut file = File::open(&path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        file.seek(SeekFrom::Start(start))
+            .await
+            .context("seeking in a recording")?;
+        Ok(file.take(len))
+    }
+
+    /// Removes the recording; succeeds if it is already gone.
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match fs::remove_file(self.path_of(key)).await {
+            Ok(()) => sync_dir(&self.dir).await,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).context("deleting a recording"),
+        }
+    }
+}
+
+/// A recording being written. Dropped without `commit`, it leaves only a
+/// temporary file that the next start removes.
+pub struct RecordingWriter {
+    file: BufWriter<File>,
+    temp_path: PathBuf,
+    final_path: PathBuf,
+    dir: PathBuf,
+}
+
+impl RecordingWriter {
+    pub async fn write_all(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.file
+            .write_all(bytes)
+            .await
+            .context("writing a recording")
+    }
+
+    /// Makes the recording durable and visible: fsync, rename, fsync the directory.
+    pub async fn commit(mut self) -> anyhow::Result<()> {
+        self.file.flush().await.context("flushing a recording")?;
+        self.file
+            .get_mut()
+            .sync_all()
+            .await
+            .context("fsyncing a recording")?;
+        fs::rename(&self.temp_path, &self.final_path)
+            .await
+            .context("moving a recording into place")?;
+        sync_dir(&self.dir).await
+    }
+
+    /// Discards what was written.
+    pub async fn abandon(self) {
+        drop(self.file);
+        let _ = fs::remove_file(&self.temp_path).await;
+    }
+}
+
+async fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    File::open(dir)
+        .await?
+        .sync_all()
+        .await
+        .with_context(|| format!("fsyncing directory {}", dir.display()))
+}

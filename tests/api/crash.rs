@@ -1,0 +1,1 @@
+//! Crashes: `kill -9` of the real binary, and a finalize cut short.

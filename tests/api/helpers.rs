@@ -1,0 +1,336 @@
+//! Starting the real server on port 0 over a fresh data directory, and typed
+//! clients for its HTTP API and WebSocket protocol.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use spool::domain::ChunkFrame;
+use spool::finalize::Finalizer;
+use spool::{App, Config};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestApp {
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub http: reqwest::Client,
+    pub finalizer: Finalizer,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut app = spawn_in(dir.path().to_path_buf(), configure).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts a server over an existing data directory (which the caller keeps).
+pub async fn spawn_in(data_dir: PathBuf, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::with_data_dir(&data_dir);
+    configure(&mut config);
+    let app = App::build(config).await.expect("the app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let finalizer = app.finalizer();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        base,
+        data_dir,
+        http: reqwest::Client::new(),
+        finalizer,
+        stop: Some(stop),
+        server: Some(server),
+        _dir: None,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub id: String,
+    pub token: String,
+    pub ws_url: String,
+    pub max_chunk_bytes: u64,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("spool.db")
+    }
+
+    /// Graceful stop, as on SIGTERM; returns what `run_until_stopped` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().expect("running").send(());
+        self.server
+            .take()
+            .expect("running")
+            .await
+            .expect("server task")
+    }
+
+    pub async fn create_session(&self) -> Created {
+        self.create_session_with(json!({"mime_type": "audio/webm;codecs=opus"}))
+            .await
+    }
+
+    pub async fn create_session_with(&self, body: Value) -> Created {
+        let response = self
+            .http
+            .post(self.url("/v1/sessions"))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST /v1/sessions");
+        assert_eq!(response.status(), 201, "{:?}", response.text().await);
+        let body: Value = response.json().await.unwrap();
+        Created {
+            id: body["id"].as_str().unwrap().into(),
+            token: body["token"].as_str().unwrap().into(),
+            ws_url: body["ws_url"].as_str().unwrap().into(),
+            max_chunk_bytes: body["max_chunk_bytes"].as_u64().unwrap(),
+        }
+    }
+
+    pub async fn get_session(&self, session: &Created) -> Value {
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/sessions/{}", session.id)))
+            .bearer_auth(&session.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Polls the session until it is `ready` (or `failed`), for at most [`WAIT`].
+    pub async fn wait_finalized(&self, session: &Created) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let body = self.get_session(session).await;
+            if body["state"] == "ready" || body["state"] == "failed" {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "session never finalized: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn download(&self, session: &Created) -> Vec<u8> {
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/sessions/{}/recording", session.id)))
+            .bearer_auth(&session.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.bytes().await.unwrap().to_vec()
+    }
+
+    pub async fn connect(&self, session: &Created) -> Ws {
+        Ws::connect(&format!("{}?token={}", session.ws_url, session.token)).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = &self.server {
+            server.abort();
+        }
+    }
+}
+
+/// A protocol client over a real socket.
+pub struct Ws {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How the server ended a connection.
+#[derive(Debug)]
+pub struct Closed {
+    pub code: u16,
+    /// The `error` message sent before the close, if any.
+    pub error: Option<Value>,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Self {
+        let (stream, _) = connect_async(url).await.expect("WebSocket upgrade");
+        Self { stream }
+    }
+
+    /// Connects and reads the `ready` message.
+    pub async fn ready(app: &TestApp, session: &Created) -> (Self, Value) {
+        let mut ws = app.connect(session).await;
+        let ready = ws.recv_json().await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        (ws, ready)
+    }
+
+    pub async fn send_chunk(&mut self, index: u32, payload: &[u8]) {
+        self.send_binary(ChunkFrame::encode(index, index == 0, payload))
+            .await;
+    }
+
+    pub async fn send_binary(&mut self, frame: Vec<u8>) {
+        self.stream
+            .send(Message::Binary(frame.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::Text(text.to_owned().into()))
+            .await
+            .expect("send");
+    }
+
+    /// The next text message as JSON; panics on close or after [`WAIT`].
+    pub async fn recv_json(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a message in time");
+            match message {
+                Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).expect("JSON"),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a text message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Reads acks until `committed >= target`, returning the last one seen.
+    pub async fn wait_ack(&mut self, target: i64) -> i64 {
+        loop {
+            let message = self.recv_json().await;
+            assert_eq!(message["type"], "ack", "{message}");
+            let committed = message["committed"].as_i64().unwrap();
+            if committed >= target {
+                return committed;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code and the `error` before it.
+    pub async fn closed(&mut self) -> Closed {
+        let mut error = None;
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a close in time");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    if value["type"] == "error" {
+                        error = Some(value);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Closed {
+                        code: frame.map(|f| u16::from(f.code)).unwrap_or(1005),
+                        error,
+                    };
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("socket failed before a close frame: {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// Deterministic pseudo-random chunk payloads of varied sizes.
+pub fn payloads(count: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u32
+    };
+    (0..count)
+        .map(|_| (0..(100 + next() % 4000)).map(|_| next() as u8).collect())
+        .collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The real binary, started as a child process on port 0.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub base: String,
+}
+
+impl ServerProcess {
+    pub async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the spool binary");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(at) = line.find("address=http://") {
+                    let address = line[at + "address=".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap();
+                    return address.to_owned();
+                }
+            }
+            panic!("the server exited before listening");
+        })
+        .await
+        .expect("the server starts listening in time");
+        // Keep draining its output so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, base }
+    }
+
+    pub async fn kill9(mut self) {
+        self.child.start_kill().expect("SIGKILL");
+        self.child.wait().await.expect("reap");
+    }
+}
