@@ -8,6 +8,7 @@ mod range;
 mod recordings;
 mod sessions;
 mod view;
+mod web;
 
 use axum::Router;
 use axum::http::Request;
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .merge(recordings::router())
         .merge(crate::ingest::router())
         .merge(ops::router())
+        .merge(web::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // The span names method and path only: the query may carry a token.

@@ -231,6 +231,23 @@ export function loadRecent(dbName = "spool") {
   }
 }
 
+/** The recent-list entry for a finished session: the recording's facts plus what is needed to play it. */
+export function recentEntry(session, recording) {
+  const path = recording?.url ?? `/v1/sessions/${encodeURIComponent(session.id)}/recording`;
+  return {
+    id: session.id,
+    token: session.token,
+    server: session.server,
+    createdAt: session.createdAt ?? null,
+    finishedAt: Date.now(),
+    url: new URL(path, `${session.server}/`).href,
+    bytes: recording?.bytes ?? null,
+    duration_ms: recording?.duration_ms ?? null,
+    mime_type: recording?.mime_type ?? session.mimeType ?? "",
+    complete: recording?.complete ?? null,
+  };
+}
+
 /** Adds (or replaces) one entry, keeping the newest RECENT_LIMIT. */
 export function addRecent(dbName, entry) {
   try {
@@ -242,6 +259,9 @@ export function addRecent(dbName, entry) {
 }
 
 // ---- Session locks ---------------------------------------------------------------------------------
+
+/** The name of the lock that whoever is recording or resuming a session holds. */
+export const sessionLockName = (dbName, id) => `spool:${dbName}:${id}`;
 
 /** Fallback for browsers without the Web Locks API: guards this page only. */
 const heldHere = new Set();

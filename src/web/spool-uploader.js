@@ -19,6 +19,8 @@ import {
 } from "./spool-http.js";
 
 const WS_OPEN = 1;
+/** Close codes the protocol says to retry; any other code is retried unless the server said otherwise. */
+const RETRIED_CLOSE_CODES = new Set([1000, 1001, 1006, 1011, 4408, 4429]);
 
 /** Tunables; every one can be overridden through the Recorder options of the same name. */
 export const UPLOAD_DEFAULTS = Object.freeze({
@@ -41,6 +43,11 @@ export const UPLOAD_DEFAULTS = Object.freeze({
   /** Recently stored frames kept in memory so a healthy upload never reads IndexedDB back. */
   cacheSize: 64,
 });
+
+/** The UPLOAD_DEFAULTS keys of a larger options object. */
+export function uploadTunables(options) {
+  return Object.fromEntries(Object.keys(UPLOAD_DEFAULTS).map((key) => [key, options[key]]));
+}
 
 export class Uploader {
   #opts;
@@ -251,7 +258,10 @@ export class Uploader {
     const serverError = this.#lastServerError;
     this.#teardown();
     if (this.#done) return;
-    const fatal = FATAL_CLOSE_CODES.get(code);
+    const fatal =
+      FATAL_CLOSE_CODES.get(code) ??
+      // A code the protocol does not list: believe the server's own `retryable`.
+      (serverError?.retryable === false && !RETRIED_CLOSE_CODES.has(code) ? [serverError.code ?? `closed_${code}`, "The server refused the connection."] : null);
     if (fatal) return this.#onFatalClose(code, fatal, serverError);
     if (code === 4429) this.#window = Math.max(1, Math.floor(this.#window / 2));
     this.#scheduleReconnect(code === 4429);
@@ -275,7 +285,7 @@ export class Uploader {
     const cap = slow ? Math.max(30_000, this.#opts.backoffCap) : this.#opts.backoffCap;
     const delay = (slow ? 1_000 : 0) + Math.random() * Math.min(cap, base * 2 ** this.#attempt);
     this.#attempt = Math.min(this.#attempt + 1, 30);
-    this.#setConnection(typeof navigator === "object" && navigator.onLine === false ? "offline" : "closed");
+    this.#setConnection(globalThis.navigator?.onLine === false ? "offline" : "closed");
     this.#retryTimer = setTimeout(() => this.#connect(), delay);
   }
 
@@ -314,7 +324,7 @@ export class Uploader {
   /** Pings now, so a socket that died with the network is noticed within pingTimeout. */
   #probe() {
     if (this.#ready && !this.#pingOutstanding) this.#ping(this.#ws);
-    else if (!this.#ws && navigator.onLine === false) this.#setConnection("offline");
+    else if (!this.#ws && globalThis.navigator?.onLine === false) this.#setConnection("offline");
   }
 
   // Browsers cannot send WebSocket pings, hence the protocol's JSON ping.

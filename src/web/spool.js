@@ -18,13 +18,15 @@
  * - `spool-store.js`: IndexedDB (every chunk is stored before it is sent), recent list, tab locks.
  * - `spool-uploader.js`: the WebSocket — resend from `committed`, window, backpressure, reconnects, finish.
  * - `spool-http.js`: the HTTP calls, SpoolError, the close-code table.
+ * - `spool-resume.js`: `Recorder.resumePending`, finishing what an earlier page left behind.
  * This module numbers the MediaRecorder's chunks, stores them, and drives the session's life cycle.
  */
 
 import { FLAG_NEW_STREAM, encodeFrame } from "./spool-frame.js";
 import { SpoolError, createSession, deleteSession, normalizeServer } from "./spool-http.js";
-import { addRecent, loadRecent, openStore, tryLock } from "./spool-store.js";
-import { UPLOAD_DEFAULTS, Uploader } from "./spool-uploader.js";
+import { resumePending } from "./spool-resume.js";
+import { addRecent, loadRecent, openStore, recentEntry, sessionLockName, tryLock } from "./spool-store.js";
+import { UPLOAD_DEFAULTS, Uploader, uploadTunables } from "./spool-uploader.js";
 
 export { SpoolError } from "./spool-http.js";
 export { crc32c, encodeFrame, decodeFrame } from "./spool-frame.js";
@@ -89,7 +91,7 @@ export class Recorder extends EventTarget {
   #opts;
   #server;
   #state = "idle";
-  #starting = false;
+  #startPromise = null;
   #stream = null;
   #ownStream = false;
   #mr = null;
@@ -162,10 +164,21 @@ export class Recorder extends EventTarget {
    * @param {MediaStream} [stream] record this instead of opening the mic; its tracks are left running
    */
   async start(stream) {
-    if (this.#state !== "idle" || this.#starting) {
+    if (this.#state !== "idle" || this.#startPromise) {
       throw new SpoolError("bad_state", "This Recorder was already started; use a new Recorder per recording.");
     }
-    this.#starting = true;
+    this.#startPromise = this.#start(stream);
+    try {
+      await this.#startPromise;
+    } catch (err) {
+      // A failed start may be tried again.
+      this.#startPromise = null;
+      this.#stopPromise = null;
+      throw err;
+    }
+  }
+
+  async #start(stream) {
     try {
       await this.#openInput(stream);
       const mr = this.#newMediaRecorder();
@@ -180,8 +193,6 @@ export class Recorder extends EventTarget {
       const { code, message } = describeStartError(err);
       this.#emitError(code, message, true);
       throw err;
-    } finally {
-      this.#starting = false;
     }
   }
 
@@ -192,12 +203,16 @@ export class Recorder extends EventTarget {
    *   (`{ url, bytes, sha256, duration_ms, mime_type, complete, missing, source_bytes, source_sha256 }`)
    */
   stop() {
+    if (this.#state === "idle" && !this.#startPromise) {
+      return Promise.reject(new SpoolError("bad_state", "stop() was called before start()."));
+    }
     this.#stopPromise ??= this.#stop();
     return this.#stopPromise;
   }
 
   async #stop() {
-    if (this.#state === "idle") throw new SpoolError("bad_state", "stop() was called before start() completed.");
+    await this.#startPromise.catch(() => {}); // stop() right after start() waits for it
+    if (this.#state === "idle") throw new SpoolError("bad_state", "start() failed, there is nothing to stop.");
     if (!this.#failure) this.#setState("stopping");
     await this.#endMediaRecorder();
     await this.#capture; // the final chunk is numbered and stored before N is declared
@@ -232,15 +247,9 @@ export class Recorder extends EventTarget {
    *   onProgress?: (p: { id: string, state: string, captured: number, acked: number, pending: number, connection: string }) => void }} [options]
    * @returns {Promise<object[]>} the recordings, one per session finished
    */
-  static async resumePending(options = {}) {
+  static resumePending(options = {}) {
     const opts = { ...DEFAULTS, ...definedOnly(options) };
-    const server = normalizeServer(opts.server ?? location.origin);
-    const store = await openStore(opts.dbName, opts.durability);
-    const sessions = (await store.listSessions())
-      .filter((s) => s.server === server)
-      .sort((a, b) => (a.createdAt ?? 0) - (b.createdAt ?? 0));
-    const results = await Promise.all(sessions.map((s) => resumeSession(s.id, store, opts)));
-    return results.filter(Boolean);
+    return resumePending({ ...opts, server: normalizeServer(opts.server ?? location.origin) });
   }
 
   /**
@@ -310,7 +319,7 @@ export class Recorder extends EventTarget {
     this.#maxChunkBytes = created.max_chunk_bytes ?? Infinity;
     this.#createdAt = Date.now();
     // Locked before it is stored, so resumePending in another tab never sees it unlocked.
-    this.#releaseLock = (await tryLock(lockName(dbName, id))) ?? (() => {});
+    this.#releaseLock = (await tryLock(sessionLockName(dbName, id))) ?? (() => {});
     this.#store = await openStore(dbName, durability);
     const record = {
       id,
@@ -507,94 +516,10 @@ export class Recorder extends EventTarget {
   }
 }
 
-// ---- resuming ------------------------------------------------------------------------------------
-
-/** Finishes one stored session; resolves with its recording, or null when skipped or dropped. */
-async function resumeSession(id, store, opts) {
-  const release = await lockPatiently(lockName(opts.dbName, id));
-  if (!release) {
-    console.info(`spool: session ${id} is being recorded or resumed in another tab; left alone`);
-    return null;
-  }
-  try {
-    const record = await store.getSession(id);
-    if (!record) return null; // finished by its owner while we waited for the lock
-    const n = (record.finished ? record.expected : record.captured) ?? 0;
-    if (n === 0) {
-      // Nothing was ever captured: nothing to save.
-      await deleteSession(record.server, id, record.token);
-      await store.deleteSession(id);
-      return null;
-    }
-    if (!record.finished) await store.updateSession(id, { finished: true, expected: n }).catch(() => {});
-    const recording = await uploadAndFinish(record, n, store, opts);
-    await store.deleteSession(id).catch((err) => console.warn("spool: could not clean up local storage", err));
-    addRecent(opts.dbName, recentEntry(record, recording));
-    return recording;
-  } catch (err) {
-    const gone = err.closeCode === 4404 || err.status === 404 || err.code === "unknown_session" || err.code === "session_failed";
-    console.warn(`spool: could not resume session ${id}: ${err.message}${gone ? " Dropped from local storage." : " Kept for a later try."}`);
-    if (gone) await store.deleteSession(id).catch(() => {});
-    return null;
-  } finally {
-    release();
-  }
-}
-
-function uploadAndFinish(record, n, store, opts) {
-  const report = () =>
-    opts.onProgress?.({
-      id: record.id,
-      state: uploader.done ? "done" : uploader.finishSent ? "finishing" : "uploading",
-      captured: n,
-      acked: uploader.committed,
-      pending: Math.max(0, n - uploader.committed),
-      connection: uploader.connection,
-    });
-  const uploader = new Uploader({ session: record, store, available: n, ...uploadTunables(opts), hooks: { onChange: report } });
-  const { signal } = opts;
-  const abort = () => uploader.abort(new SpoolError("aborted", "resumePending was aborted.", { fatal: false }));
-  if (signal?.aborted) abort();
-  signal?.addEventListener?.("abort", abort, { once: true });
-  uploader.start();
-  return uploader.finish(n).finally(() => signal?.removeEventListener?.("abort", abort));
-}
-
-/** A reloaded page's previous document may hold a session's lock for a moment after it is gone. */
-async function lockPatiently(name, tries = 5) {
-  for (let i = 0; ; i++) {
-    const release = await tryLock(name);
-    if (release || i + 1 >= tries) return release;
-    await new Promise((resolve) => setTimeout(resolve, 400));
-  }
-}
-
 // ---- helpers -------------------------------------------------------------------------------------
-
-const lockName = (dbName, id) => `spool:${dbName}:${id}`;
 
 function definedOnly(options) {
   return Object.fromEntries(Object.entries(options ?? {}).filter(([, value]) => value !== undefined));
-}
-
-function uploadTunables(opts) {
-  return Object.fromEntries(Object.keys(UPLOAD_DEFAULTS).map((key) => [key, opts[key]]));
-}
-
-function recentEntry(session, recording) {
-  const url = new URL(recording?.url ?? `/v1/sessions/${encodeURIComponent(session.id)}/recording`, `${session.server}/`).href;
-  return {
-    id: session.id,
-    token: session.token,
-    server: session.server,
-    createdAt: session.createdAt ?? null,
-    finishedAt: Date.now(),
-    url,
-    bytes: recording?.bytes ?? null,
-    duration_ms: recording?.duration_ms ?? null,
-    mime_type: recording?.mime_type ?? session.mimeType ?? "",
-    complete: recording?.complete ?? null,
-  };
 }
 
 function describeStartError(err) {
