@@ -10,6 +10,7 @@
 //! - [`finalize`]: the background job that joins a session's chunks into its recording.
 //! - [`storage`]: where finished recordings live (a local directory).
 //! - [`db`]: SQLite queries, one function each; [`domain`]: parsed, validated types.
+//! - [`protocol`]: the wire protocol, as documentation.
 //!
 //! A chunk flows: socket → [`ingest`] (parse, check CRC) → [`writer`] (commit) →
 //! ack to the socket. A finished session flows: [`finalize`] → [`storage`] →
@@ -22,6 +23,7 @@ pub mod finalize;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod protocol;
 pub mod startup;
 pub mod state;
 pub mod storage;

@@ -101,11 +101,6 @@ impl App {
         self.local_addr().port()
     }
 
-    /// The finalize job's step, for tests that drive it directly.
-    pub fn finalizer(&self) -> Finalizer {
-        self.finalizer.clone()
-    }
-
     /// Serves until `shutdown` resolves, then stops in order: no new
     /// connections; sockets drain (their chunks committed and acked) and close
     /// with 1001; a running finalize step completes; the writer commits

@@ -9,6 +9,7 @@
 //! batches grow up to [`MAX_BATCH_ROWS`] / [`MAX_BATCH_BYTES`].
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -262,13 +263,14 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Request]) -> anyhow:
         let session = match request {
             Request::Chunk { session, .. } | Request::Finish { session, .. } => *session,
         };
-        if !gates.contains_key(&session) {
-            let gate = db::chunks::session_gate(&mut tx, session)
-                .await
-                .context("reading a session's state")?;
-            gates.insert(session, gate);
-        }
-        let gate = gates.get_mut(&session).expect("inserted above");
+        let gate = match gates.entry(session) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(new) => new.insert(
+                db::chunks::session_gate(&mut tx, session)
+                    .await
+                    .context("reading a session's state")?,
+            ),
+        };
         let decision = match request {
             Request::Chunk { chunk, .. } => {
                 decide_chunk(

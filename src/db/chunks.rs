@@ -186,14 +186,3 @@ pub fn stream_prefix(
     )
     .fetch(pool)
 }
-
-/// Indexes stored above `from`, ascending (used to report what is missing).
-pub async fn indexes_from(pool: &SqlitePool, seq: i64, from: i64) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar!(
-        "SELECT idx FROM chunks WHERE session = ?1 AND idx >= ?2 ORDER BY idx",
-        seq,
-        from
-    )
-    .fetch_all(pool)
-    .await
-}

@@ -13,21 +13,28 @@ use crate::state::AppState;
 /// Largest JSON body accepted (session metadata included).
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
 
-/// A JSON body parsed into `T`, whatever its `Content-Type` (sendBeacon sends
-/// text/plain). Empty means `{}`. Malformed JSON gets the usual error body.
-pub struct JsonBody<T>(pub T);
+/// A JSON body, read (bounded) but not yet parsed, so handlers check
+/// credentials first and answer 401 before judging the body. Any
+/// `Content-Type` is accepted (sendBeacon sends text/plain).
+pub struct JsonBody(Bytes);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BYTES)
             .await
             .map_err(|_| ApiError::PayloadTooLarge {
                 limit: MAX_JSON_BYTES,
             })?;
-        let _ = state;
-        parse_json(&bytes).map(Self)
+        Ok(Self(bytes))
+    }
+}
+
+impl JsonBody {
+    /// Parses the body; empty means `{}`. Malformed JSON gets the usual error body.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        parse_json(&self.0)
     }
 }
 

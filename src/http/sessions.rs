@@ -38,9 +38,10 @@ async fn create_session(
     State(state): State<AppState>,
     credential: Credential,
     base: BaseUrl,
-    JsonBody(body): JsonBody<CreateSession>,
+    body: JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     credential.authorize_create(&state)?;
+    let body: CreateSession = body.parse()?;
     let mime_type = match body.mime_type.as_deref() {
         Some(raw) => MimeType::parse(raw)
             .map_err(|e| ApiError::bad_request("invalid_mime_type", e.to_string()))?,
@@ -110,10 +111,11 @@ async fn finish_session(
     SessionPath(id): SessionPath,
     credential: Credential,
     base: BaseUrl,
-    JsonBody(body): JsonBody<Finish>,
+    body: JsonBody,
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
     let row = load_session(&state, &id).await?;
     credential.authorize_owner(&row)?;
+    let body: Finish = body.parse()?;
     let chunks =
         finish_count(body.chunks).map_err(|m| ApiError::bad_request("invalid_chunk_count", m))?;
     match state.writer.finish(row.seq, chunks).await {

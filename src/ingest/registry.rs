@@ -16,9 +16,12 @@ pub enum Eviction {
     Deleted,
 }
 
+/// Session seq → (connection id, how to evict it).
+type Live = HashMap<i64, (u64, oneshot::Sender<Eviction>)>;
+
 #[derive(Clone, Default)]
 pub struct ConnectionRegistry {
-    live: Arc<Mutex<HashMap<i64, (u64, oneshot::Sender<Eviction>)>>>,
+    live: Arc<Mutex<Live>>,
     next_id: Arc<AtomicU64>,
 }
 
@@ -55,7 +58,7 @@ impl ConnectionRegistry {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (u64, oneshot::Sender<Eviction>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Live> {
         // A panic while holding this lock leaves the map consistent; keep going.
         self.live
             .lock()

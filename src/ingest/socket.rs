@@ -22,7 +22,8 @@ use crate::writer::{ChunkOutcome, FinishOutcome, PendingChunk, WriteError};
 /// Chunks one connection may have submitted but not yet committed; past it,
 /// the socket is not read (TCP pushes back on the client).
 const MAX_IN_FLIGHT: usize = 256;
-/// How often an open connection marks its session as seen.
+/// How often, at most, an open connection marks its session as seen (which
+/// keeps the idle finalizer away); a quarter of the idle limit when that is shorter.
 const TOUCH_EVERY: Duration = Duration::from_secs(10);
 
 /// Everything the upgrade request told us.
@@ -133,6 +134,7 @@ impl Session {
         let idle_timeout = self.app.config.socket_idle_timeout;
         let mut idle_deadline = tokio::time::Instant::now() + idle_timeout;
         let mut touched_at = Instant::now();
+        let touch_every = TOUCH_EVERY.min(self.app.config.idle_finalize_after / 4);
         let shutdown = self.app.shutdown.clone();
         loop {
             let outcome = tokio::select! {
@@ -157,7 +159,7 @@ impl Session {
             if let Err(reason) = outcome {
                 return reason;
             }
-            if touched_at.elapsed() >= TOUCH_EVERY {
+            if touched_at.elapsed() >= touch_every {
                 touched_at = Instant::now();
                 let _ = db::sessions::touch_session(&self.app.pool, self.seq, db::now_ms()).await;
             }
@@ -209,13 +211,13 @@ impl Session {
             FrameError::TooLarge { .. } => CloseReason::TooLarge(e.to_string()),
             other => CloseReason::Malformed(other.to_string()),
         })?;
-        if let Some(rate) = &mut self.rate {
-            if !rate.take(Instant::now()) {
-                let limit = self.app.config.max_chunks_per_second;
-                return Err(CloseReason::TooFast(format!(
-                    "over {limit} chunks per second; back off and reconnect"
-                )));
-            }
+        if let Some(rate) = &mut self.rate
+            && !rate.take(Instant::now())
+        {
+            let limit = self.app.config.max_chunks_per_second;
+            return Err(CloseReason::TooFast(format!(
+                "over {limit} chunks per second; back off and reconnect"
+            )));
         }
         let pending = self
             .app
@@ -387,7 +389,8 @@ fn write_error(err: WriteError) -> CloseReason {
 
 /// A read failed: over the size limit, or a protocol-level fault.
 fn read_error(message: &str) -> CloseReason {
-    if message.contains("too long") || message.contains("Space limit") || message.contains("size") {
+    // tungstenite's capacity errors: "Space limit exceeded: Message too long: …".
+    if message.contains("Message too long") || message.contains("Space limit exceeded") {
         CloseReason::TooLarge(format!("frame over the size limit: {message}"))
     } else {
         CloseReason::Malformed(format!("unreadable WebSocket frame: {message}"))

@@ -1,1 +1,201 @@
-//! Crashes: `kill -9` of the real binary, and a finalize cut short.
+//! Crashes: `kill -9` of the real binary mid-upload, and a finalize cut short.
+
+use serde_json::{Value, json};
+use spool::db;
+use spool::domain::SessionId;
+
+use spool::finalize::Finalizer;
+use spool::storage::LocalRecordings;
+
+use crate::helpers::{ServerProcess, Ws, payloads, sha256_hex};
+
+async fn create_session(base: &str) -> (String, String) {
+    let body: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/sessions"))
+        .json(&json!({"mime_type": "audio/ogg;codecs=opus"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn ws_url(base: &str, id: &str, token: &str) -> String {
+    format!(
+        "{}/v1/sessions/{id}/ws?token={token}",
+        base.replace("http://", "ws://")
+    )
+}
+
+#[tokio::test]
+async fn kill_9_mid_upload_loses_no_acknowledged_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks = payloads(400, 3);
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    let (id, token) = create_session(&server.base).await;
+
+    let mut ws = Ws::connect(&ws_url(&server.base, &id, &token)).await;
+    assert_eq!(ws.recv_json().await["type"], "ready");
+    for (i, chunk) in chunks.iter().enumerate() {
+        ws.send_chunk(i as u32, chunk).await;
+    }
+    // Kill as soon as part of the upload is acknowledged; the rest is in flight.
+    let last_ack = ws.wait_ack(100).await;
+    server.kill9().await;
+    drop(ws);
+
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    let mut ws = Ws::connect(&ws_url(&server.base, &id, &token)).await;
+    let ready = ws.recv_json().await;
+    let committed = ready["committed"].as_i64().unwrap();
+    assert!(
+        committed >= last_ack,
+        "ready.committed {committed} is below the last ack {last_ack}"
+    );
+    for (i, chunk) in chunks.iter().enumerate().skip(committed as usize) {
+        ws.send_chunk(i as u32, chunk).await;
+    }
+    ws.send_json(json!({"type": "finish", "chunks": chunks.len()}))
+        .await;
+    let finalized = loop {
+        let message = ws.recv_json().await;
+        if message["type"] == "finalized" {
+            break message;
+        }
+    };
+    let joined = chunks.concat();
+    assert_eq!(
+        finalized["recording"]["sha256"],
+        sha256_hex(&joined).as_str()
+    );
+    let downloaded = reqwest::Client::new()
+        .get(format!("{}/v1/sessions/{id}/recording", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        downloaded.to_vec() == joined,
+        "the recording differs from what was sent"
+    );
+    server.kill9().await;
+}
+
+#[tokio::test]
+async fn a_finalize_cut_short_is_finished_by_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let chunks = payloads(50, 4);
+    let joined = chunks.concat();
+
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    let (id, token) = create_session(&server.base).await;
+    let mut ws = Ws::connect(&ws_url(&server.base, &id, &token)).await;
+    assert_eq!(ws.recv_json().await["type"], "ready");
+    for (i, chunk) in chunks.iter().enumerate() {
+        ws.send_chunk(i as u32, chunk).await;
+    }
+    ws.wait_ack(50).await;
+    server.kill9().await;
+
+    // With the server dead, run the finalize job's first steps by hand, as a
+    // process that dies half way would have: claim the session, declare the
+    // count, leave a partial file, then write the whole file durably — and
+    // stop before the session is marked ready.
+    let pool = db::open_pool(&dir.path().join("spool.db")).await.unwrap();
+    let row = db::sessions::find_session(&pool, &SessionId::parse(&id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let claim = db::finalize::claim_session(&pool, row.seq, db::now_ms())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut conn = db::open_writer_connection(&dir.path().join("spool.db"))
+        .await
+        .unwrap();
+    db::chunks::set_finished(&mut conn, row.seq, 50, db::now_ms())
+        .await
+        .unwrap();
+    drop(conn);
+    let recordings = LocalRecordings::open(dir.path().join("recordings"))
+        .await
+        .unwrap();
+    let mut partial = recordings.create(&id).await.unwrap();
+    partial.write_all(&joined[..1000]).await.unwrap();
+    std::mem::forget(partial);
+    let finalizer = Finalizer {
+        pool: pool.clone(),
+        recordings,
+        metrics: Default::default(),
+        idle_after: std::time::Duration::from_secs(3600),
+        wakeup: Default::default(),
+        finalized: tokio::sync::broadcast::channel(1).0,
+    };
+    let claim = db::finalize::Claim {
+        expected_chunks: Some(50),
+        ..claim
+    };
+    finalizer.build_recording(&claim).await.unwrap().unwrap();
+    pool.close().await;
+
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + crate::helpers::WAIT;
+    let status = loop {
+        let status: Value = client
+            .get(format!("{}/v1/sessions/{id}", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["state"] == "ready" {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never finalized: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let recording = &status["recording"];
+    assert_eq!(recording["complete"], true);
+    assert_eq!(recording["sha256"], sha256_hex(&joined).as_str());
+    let downloaded = client
+        .get(recording["url"].as_str().unwrap())
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        downloaded.to_vec() == joined,
+        "the recording differs from the chunks"
+    );
+
+    // Exactly one recording file: the partial one was swept. No chunk is left.
+    let files: Vec<String> = std::fs::read_dir(dir.path().join("recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files, vec![id.clone()]);
+    server.kill9().await;
+    let pool = db::open_pool(&dir.path().join("spool.db")).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}

@@ -8,7 +8,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use spool::domain::ChunkFrame;
-use spool::finalize::Finalizer;
 use spool::{App, Config};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
@@ -23,7 +22,6 @@ pub struct TestApp {
     pub base: String,
     pub data_dir: PathBuf,
     pub http: reqwest::Client,
-    pub finalizer: Finalizer,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
@@ -46,7 +44,6 @@ pub async fn spawn_in(data_dir: PathBuf, configure: impl FnOnce(&mut Config)) ->
     configure(&mut config);
     let app = App::build(config).await.expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
-    let finalizer = app.finalizer();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -55,7 +52,6 @@ pub async fn spawn_in(data_dir: PathBuf, configure: impl FnOnce(&mut Config)) ->
         base,
         data_dir,
         http: reqwest::Client::new(),
-        finalizer,
         stop: Some(stop),
         server: Some(server),
         _dir: None,

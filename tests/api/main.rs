@@ -2,4 +2,7 @@
 
 mod crash;
 mod helpers;
+mod http_api;
+mod protocol_errors;
+mod range;
 mod upload;
