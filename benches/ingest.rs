@@ -1,0 +1,154 @@
+//! Ingest benchmark: chunks per second and ack latency through the real
+//! server (in process, over loopback WebSockets), with group commit.
+//!
+//! `cargo bench --bench ingest` — or `cargo bench --bench ingest -- CONNECTIONS CHUNKS ROUNDS`.
+//! Each round runs two loads on a fresh data directory, so their ratio is
+//! taken under the same machine conditions:
+//! - *lone*: one connection sending one chunk at a time and waiting for its
+//!   ack (every commit carries one chunk: the cost of an fsync per chunk);
+//! - *concurrent*: CONNECTIONS sockets, each keeping up to 32 chunks in
+//!   flight (commits carry whatever is waiting: group commit).
+//!
+//! Client and server share this machine's cores, so absolute figures are
+//! pessimistic; compare ratios and medians.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use spool::domain::ChunkFrame;
+use spool::{App, Config};
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Message;
+
+const CHUNK_BYTES: usize = 2048;
+const WINDOW: usize = 32;
+
+#[derive(Debug)]
+struct Load {
+    chunks_per_second: f64,
+    ack_p50: Duration,
+    ack_p99: Duration,
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let connections = args.first().copied().unwrap_or(100);
+    let chunks = args.get(1).copied().unwrap_or(200);
+    let rounds = args.get(2).copied().unwrap_or(3);
+    println!(
+        "ingest: {connections} connections × {chunks} chunks of {CHUNK_BYTES} B, window {WINDOW}; lone: 1 × 300; {rounds} rounds"
+    );
+    let (mut lone, mut concurrent) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::with_data_dir(dir.path());
+        config.max_chunks_per_second = 0;
+        let app = App::build(config).await.unwrap();
+        let base = format!("127.0.0.1:{}", app.port());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until_stopped(async { drop(stopped.await) }));
+
+        let one = run_load(&base, 1, 300, 1).await;
+        let many = run_load(&base, connections, chunks, WINDOW).await;
+        println!("round {round}: lone {one:?}\n         concurrent {many:?}");
+        lone.push(one);
+        concurrent.push(many);
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+    let median = |loads: &mut Vec<Load>| {
+        loads.sort_by(|a, b| a.chunks_per_second.total_cmp(&b.chunks_per_second));
+        loads.remove(loads.len() / 2)
+    };
+    let (one, many) = (median(&mut lone), median(&mut concurrent));
+    println!(
+        "\nmedian lone:       {:>9.0} chunks/s   ack p50 {:>7.2?}  p99 {:>7.2?}",
+        one.chunks_per_second, one.ack_p50, one.ack_p99
+    );
+    println!(
+        "median concurrent: {:>9.0} chunks/s   ack p50 {:>7.2?}  p99 {:>7.2?}",
+        many.chunks_per_second, many.ack_p50, many.ack_p99
+    );
+    println!(
+        "group commit gain (concurrent / lone throughput): {:.1}×",
+        many.chunks_per_second / one.chunks_per_second
+    );
+}
+
+async fn create_session(http: &reqwest::Client, base: &str) -> (String, String) {
+    let body: Value = http
+        .post(format!("http://{base}/v1/sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        body["id"].as_str().unwrap().into(),
+        body["token"].as_str().unwrap().into(),
+    )
+}
+
+async fn run_load(base: &str, connections: usize, chunks: usize, window: usize) -> Load {
+    let http = reqwest::Client::new();
+    let mut sessions = Vec::new();
+    for _ in 0..connections {
+        sessions.push(create_session(&http, base).await);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = sessions
+        .into_iter()
+        .map(|(id, token)| {
+            let url = format!("ws://{base}/v1/sessions/{id}/ws?token={token}");
+            tokio::spawn(upload(url, chunks, window))
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+    Load {
+        chunks_per_second: (connections * chunks) as f64 / elapsed.as_secs_f64(),
+        ack_p50: at(0.5),
+        ack_p99: at(0.99),
+    }
+}
+
+/// Sends `chunks` chunks keeping at most `window` unacknowledged; returns
+/// each chunk's time from send to the ack that covered it.
+async fn upload(url: String, chunks: usize, window: usize) -> Vec<Duration> {
+    let (mut ws, _) = connect_async(url).await.unwrap();
+    let ready = ws.next().await.unwrap().unwrap();
+    assert!(ready.to_text().unwrap().contains("\"ready\""));
+    let payload = vec![7u8; CHUNK_BYTES];
+    let mut sent_at = Vec::with_capacity(chunks);
+    let mut latencies = Vec::with_capacity(chunks);
+    let mut acked = 0;
+    while acked < chunks {
+        while sent_at.len() < chunks && sent_at.len() - acked < window {
+            let index = sent_at.len() as u32;
+            sent_at.push(Instant::now());
+            ws.send(Message::Binary(
+                ChunkFrame::encode(index, index == 0, &payload).into(),
+            ))
+            .await
+            .unwrap();
+        }
+        let message = ws.next().await.unwrap().unwrap();
+        let ack: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+        let committed = ack["committed"].as_u64().unwrap() as usize;
+        let now = Instant::now();
+        latencies.extend(sent_at[acked..committed].iter().map(|t| now - *t));
+        acked = committed;
+    }
+    latencies
+}
