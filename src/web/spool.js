@@ -220,6 +220,14 @@ export class Recorder extends EventTarget {
     if (this.#failure) throw this.#failure;
     const n = this.#captured;
     const { id, token } = this.#session;
+    if (n === 0) {
+      // A recording needs at least one chunk (the server refuses `finish` with 0): drop the empty session.
+      this.#uploader?.abort();
+      await this.#store.deleteSession(id).catch(() => {});
+      deleteSession(this.#server, id, token);
+      this.#fatal(new SpoolError("empty_recording", "Nothing was recorded: the recorder produced no audio."));
+      throw this.#failure;
+    }
     await this.#store.updateSession(id, { finished: true, expected: n }).catch((err) => this.#storageFailed(err));
     let recording;
     try {

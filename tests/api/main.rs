@@ -1,5 +1,6 @@
 //! Black-box tests of the real server over real sockets.
 
+mod browser;
 mod crash;
 mod helpers;
 mod http_api;

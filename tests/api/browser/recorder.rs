@@ -1,0 +1,244 @@
+//! The `Recorder` public API through faults.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::proxy::Proxy;
+use super::{
+    ONE_AT_A_TIME, assert_exact, browser, captured_digest, start_recording, stop_recording,
+};
+use crate::helpers::{ServerProcess, spawn_app};
+
+#[tokio::test]
+async fn a_five_second_recording_arrives_complete_and_exact_and_plays() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut page = browser.page().await;
+    page.goto(&app.url("/healthz")).await;
+
+    let session = start_recording(&mut page).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let recording = stop_recording(&mut page).await;
+    let captured = captured_digest(&mut page).await;
+    assert_exact(&recording, &captured);
+    assert_eq!(
+        page.eval("window.errors.length").await,
+        0,
+        "{}",
+        page.eval("JSON.stringify(window.errors)").await
+    );
+    assert!(
+        recording["mime_type"]
+            .as_str()
+            .unwrap()
+            .starts_with("audio/webm"),
+        "{recording}"
+    );
+
+    // The server agrees, and the session carries the page's metadata.
+    let status: Value = app
+        .http
+        .get(app.url(&format!("/v1/sessions/{}", session["id"].as_str().unwrap())))
+        .bearer_auth(session["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "ready");
+    assert_eq!(status["metadata"], json!({"test": true}));
+
+    // An independent demuxer reads it as Opus audio.
+    let file = app
+        .http
+        .get(recording["url"].as_str().unwrap())
+        .bearer_auth(session["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    if let Some(codec) = probe_audio_codec(&file) {
+        assert_eq!(codec, "opus");
+    }
+
+    // The same browser plays it.
+    let played = page
+        .eval(
+            r#"(async () => {
+                const audio = document.createElement("audio");
+                audio.src = window.rec.recording.url + "?token=" + encodeURIComponent(window.rec.session.token);
+                document.body.append(audio);
+                await audio.play();
+                await new Promise((resolve) => setTimeout(resolve, 1500));
+                return { time: audio.currentTime, error: audio.error && audio.error.message, paused: audio.paused };
+            })()"#,
+        )
+        .await;
+    assert!(
+        played["time"].as_f64().unwrap() > 0.5,
+        "the recording did not play: {played}"
+    );
+    assert_eq!(played["error"], Value::Null);
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn dropped_sockets_during_recording_lose_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let proxy = Proxy::start(app.url("").trim_start_matches("http://").parse().unwrap()).await;
+    let mut page = browser.page().await;
+    page.goto(&format!("{}/healthz", proxy.origin())).await;
+
+    start_recording(&mut page).await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        proxy.cut();
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let recording = stop_recording(&mut page).await;
+    assert_exact(&recording, &captured_digest(&mut page).await);
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_server_killed_and_restarted_during_recording_loses_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    let proxy = Proxy::start(server.base.trim_start_matches("http://").parse().unwrap()).await;
+    let mut page = browser.page().await;
+    page.goto(&format!("{}/healthz", proxy.origin())).await;
+
+    start_recording(&mut page).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    server.kill9().await;
+    proxy.cut();
+    // Recording goes on while the server is down; chunks wait in IndexedDB.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let server = ServerProcess::start(dir.path(), &[]).await;
+    proxy.point_at(server.base.trim_start_matches("http://").parse().unwrap());
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let recording = stop_recording(&mut page).await;
+    assert_exact(&recording, &captured_digest(&mut page).await);
+    server.kill9().await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_reload_mid_recording_is_resumed_with_everything_captured_before_it() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut page = browser.page().await;
+    page.goto(&app.url("/healthz")).await;
+
+    let session = start_recording(&mut page).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before_reload = captured_digest(&mut page).await;
+    page.reload().await;
+
+    let recordings = page
+        .eval(
+            r#"(async () => {
+                const { Recorder } = await import("/client/spool.js");
+                return Recorder.resumePending({ server: location.origin });
+            })()"#,
+        )
+        .await;
+    let recordings = recordings
+        .as_array()
+        .expect("resumePending resolves with an array");
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let recording = &recordings[0];
+    assert_eq!(recording["complete"], true, "{recording}");
+    assert!(
+        recording["url"]
+            .as_str()
+            .unwrap()
+            .contains(session["id"].as_str().unwrap())
+    );
+
+    // Everything captured before the reload is the start of the recording.
+    let prefix_bytes = before_reload["bytes"].as_u64().unwrap() as usize;
+    let response = app
+        .http
+        .get(recording["url"].as_str().unwrap())
+        .bearer_auth(session["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let file = response.bytes().await.unwrap();
+    assert!(
+        file.len() >= prefix_bytes,
+        "recording {} bytes < {prefix_bytes} captured before the reload",
+        file.len()
+    );
+    assert_eq!(
+        crate::helpers::sha256_hex(&file[..prefix_bytes]),
+        before_reload["sha256"].as_str().unwrap()
+    );
+    assert_eq!(
+        recording["source_sha256"],
+        crate::helpers::sha256_hex(&file).as_str()
+    );
+
+    // Nothing is left pending in this browser.
+    let again = page.eval(r#"import("/client/spool.js").then(({ Recorder }) => Recorder.resumePending({ server: location.origin }))"#).await;
+    assert_eq!(again, json!([]));
+    browser.close().await;
+}
+
+/// The first audio stream's codec per ffprobe, or `None` (said loudly) when
+/// ffprobe is not installed outside CI.
+fn probe_audio_codec(file: &[u8]) -> Option<String> {
+    let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if std::process::Command::new("ffprobe")
+        .arg("-version")
+        .output()
+        .is_err()
+    {
+        assert!(!in_ci, "CI=true but ffprobe is not installed");
+        eprintln!(
+            "\n*** ffprobe not installed: skipping the media check (apt-get install ffmpeg) ***\n"
+        );
+        return None;
+    }
+    let path = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(path.path(), file).unwrap();
+    let output = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "a:0",
+            "-show_entries",
+            "stream=codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "ffprobe cannot read the recording: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
