@@ -40,6 +40,7 @@ const DEFAULTS = Object.freeze({
   mimeType: undefined,
   metadata: {},
   apiKey: undefined,
+  createSession: undefined,
   audio: true,
   audioBitsPerSecond: undefined,
   dbName: "spool",
@@ -63,6 +64,9 @@ export function pickMimeType() {
  * @property {string} [mimeType] container to record; default: the first supported of PREFERRED_MIME_TYPES
  * @property {object} [metadata] stored with the session on the server
  * @property {string} [apiKey] sent as `Authorization: Bearer` when creating the session
+ * @property {(request: {mimeType: string, metadata: object}) => Promise<object>} [createSession] creates the
+ *   session instead of `POST /v1/sessions` from the browser — e.g. through your backend, which holds the API key
+ *   and forwards `{mime_type, metadata}`; resolves with the server's response `{id, token, ws_url, max_chunk_bytes}`
  * @property {boolean | MediaTrackConstraints} [audio] getUserMedia audio constraints (default true)
  * @property {number} [audioBitsPerSecond] passed to MediaRecorder
  * @property {string} [dbName] IndexedDB database name (default "spool")
@@ -321,8 +325,15 @@ export class Recorder extends EventTarget {
 
   async #openSession() {
     const { metadata, apiKey, dbName, durability } = this.#opts;
-    const created = await createSession(this.#server, { mimeType: this.#mimeType, metadata, apiKey });
-    const { id, token } = created;
+    const request = { mimeType: this.#mimeType, metadata };
+    // Where the server needs an API key, the page's own backend creates the session (the key stays there).
+    const created = this.#opts.createSession
+      ? await this.#opts.createSession(request)
+      : await createSession(this.#server, { ...request, apiKey });
+    const { id, token } = created ?? {};
+    if (typeof id !== "string" || typeof token !== "string") {
+      throw new SpoolError("bad_session", "createSession must resolve with the server's {id, token, ws_url, max_chunk_bytes}.");
+    }
     this.#session = Object.freeze({ id, token });
     this.#maxChunkBytes = created.max_chunk_bytes ?? Infinity;
     this.#createdAt = Date.now();

@@ -1,45 +1,21 @@
 //! Crashes: `kill -9` of the real binary mid-upload, and a finalize cut short.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use spool::db;
 use spool::domain::SessionId;
-
 use spool::finalize::Finalizer;
 use spool::storage::LocalRecordings;
 
-use crate::helpers::{ServerProcess, Ws, payloads, sha256_hex};
-
-async fn create_session(base: &str) -> (String, String) {
-    let body: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/sessions"))
-        .json(&json!({"mime_type": "audio/ogg;codecs=opus"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (
-        body["id"].as_str().unwrap().to_owned(),
-        body["token"].as_str().unwrap().to_owned(),
-    )
-}
-
-fn ws_url(base: &str, id: &str, token: &str) -> String {
-    format!(
-        "{}/v1/sessions/{id}/ws?token={token}",
-        base.replace("http://", "ws://")
-    )
-}
+use crate::helpers::{ServerProcess, get_bytes, payloads, sha256_hex};
 
 #[tokio::test]
 async fn kill_9_mid_upload_loses_no_acknowledged_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let chunks = payloads(400, 3);
     let server = ServerProcess::start(dir.path(), &[]).await;
-    let (id, token) = create_session(&server.base).await;
+    let (id, token) = server.create_session().await;
 
-    let mut ws = Ws::connect(&ws_url(&server.base, &id, &token)).await;
+    let mut ws = server.connect(&id, &token).await;
     assert_eq!(ws.recv_json().await["type"], "ready");
     for (i, chunk) in chunks.iter().enumerate() {
         ws.send_chunk(i as u32, chunk).await;
@@ -50,7 +26,7 @@ async fn kill_9_mid_upload_loses_no_acknowledged_chunk() {
     drop(ws);
 
     let server = ServerProcess::start(dir.path(), &[]).await;
-    let mut ws = Ws::connect(&ws_url(&server.base, &id, &token)).await;
+    let mut ws = server.connect(&id, &token).await;
     let ready = ws.recv_json().await;
     let committed = ready["committed"].as_i64().unwrap();
     assert!(
@@ -73,17 +49,13 @@ async fn kill_9_mid_upload_loses_no_acknowledged_chunk() {
         finalized["recording"]["sha256"],
         sha256_hex(&joined).as_str()
     );
-    let downloaded = reqwest::Client::new()
-        .get(format!("{}/v1/sessions/{id}/recording", server.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let downloaded = get_bytes(
+        &format!("{}/v1/sessions/{id}/recording", server.base),
+        &token,
+    )
+    .await;
     assert!(
-        downloaded.to_vec() == joined,
+        downloaded == joined,
         "the recording differs from what was sent"
     );
     server.kill9().await;
@@ -96,8 +68,8 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
     let joined = chunks.concat();
 
     let server = ServerProcess::start(dir.path(), &[]).await;
-    let (id, token) = create_session(&server.base).await;
-    let mut ws = Ws::connect(&ws_url(&server.base, &id, &token)).await;
+    let (id, token) = server.create_session().await;
+    let mut ws = server.connect(&id, &token).await;
     assert_eq!(ws.recv_json().await["type"], "ready");
     for (i, chunk) in chunks.iter().enumerate() {
         ws.send_chunk(i as u32, chunk).await;
@@ -147,41 +119,13 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
     pool.close().await;
 
     let server = ServerProcess::start(dir.path(), &[]).await;
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + crate::helpers::WAIT;
-    let status = loop {
-        let status: Value = client
-            .get(format!("{}/v1/sessions/{id}", server.base))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if status["state"] == "ready" {
-            break status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never finalized: {status}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let status = server.wait_ready(&id, &token).await;
     let recording = &status["recording"];
     assert_eq!(recording["complete"], true);
     assert_eq!(recording["sha256"], sha256_hex(&joined).as_str());
-    let downloaded = client
-        .get(recording["url"].as_str().unwrap())
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let downloaded = get_bytes(recording["url"].as_str().unwrap(), &token).await;
     assert!(
-        downloaded.to_vec() == joined,
+        downloaded == joined,
         "the recording differs from the chunks"
     );
 

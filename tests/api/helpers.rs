@@ -325,8 +325,66 @@ impl ServerProcess {
         Self { child, base }
     }
 
+    /// Creates a session over HTTP; returns `(id, token)`.
+    pub async fn create_session(&self) -> (String, String) {
+        let body: Value = reqwest::Client::new()
+            .post(format!("{}/v1/sessions", self.base))
+            .json(&json!({"mime_type": "audio/ogg;codecs=opus"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn connect(&self, id: &str, token: &str) -> Ws {
+        Ws::connect(&format!(
+            "{}/v1/sessions/{id}/ws?token={token}",
+            self.base.replace("http://", "ws://")
+        ))
+        .await
+    }
+
+    /// Polls the session until it is `ready`, for at most [`WAIT`].
+    pub async fn wait_ready(&self, id: &str, token: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let status = get_json(&format!("{}/v1/sessions/{id}", self.base), token).await;
+            if status["state"] == "ready" {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never finalized: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn kill9(mut self) {
         self.child.start_kill().expect("SIGKILL");
         self.child.wait().await.expect("reap");
     }
+}
+
+/// GET `url` with a bearer token, expecting 200; the body's bytes.
+pub async fn get_bytes(url: &str, token: &str) -> Vec<u8> {
+    let response = reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "GET {url}");
+    response.bytes().await.unwrap().to_vec()
+}
+
+/// GET `url` with a bearer token, expecting 200; the body as JSON.
+pub async fn get_json(url: &str, token: &str) -> Value {
+    serde_json::from_slice(&get_bytes(url, token).await).expect("a JSON body")
 }

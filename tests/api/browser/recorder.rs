@@ -8,7 +8,7 @@ use super::proxy::Proxy;
 use super::{
     ONE_AT_A_TIME, assert_exact, browser, captured_digest, start_recording, stop_recording,
 };
-use crate::helpers::{ServerProcess, spawn_app};
+use crate::helpers::{ServerProcess, get_bytes, get_json, spawn_app};
 
 #[tokio::test]
 async fn a_five_second_recording_arrives_complete_and_exact_and_plays() {
@@ -40,30 +40,17 @@ async fn a_five_second_recording_arrives_complete_and_exact_and_plays() {
     );
 
     // The server agrees, and the session carries the page's metadata.
-    let status: Value = app
-        .http
-        .get(app.url(&format!("/v1/sessions/{}", session["id"].as_str().unwrap())))
-        .bearer_auth(session["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let token = session["token"].as_str().unwrap();
+    let status = get_json(
+        &app.url(&format!("/v1/sessions/{}", session["id"].as_str().unwrap())),
+        token,
+    )
+    .await;
     assert_eq!(status["state"], "ready");
     assert_eq!(status["metadata"], json!({"test": true}));
 
     // An independent demuxer reads it as Opus audio.
-    let file = app
-        .http
-        .get(recording["url"].as_str().unwrap())
-        .bearer_auth(session["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let file = get_bytes(recording["url"].as_str().unwrap(), token).await;
     if let Some(codec) = probe_audio_codec(&file) {
         assert_eq!(codec, "opus");
     }
@@ -176,14 +163,11 @@ async fn a_reload_mid_recording_is_resumed_with_everything_captured_before_it() 
 
     // Everything captured before the reload is the start of the recording.
     let prefix_bytes = before_reload["bytes"].as_u64().unwrap() as usize;
-    let response = app
-        .http
-        .get(recording["url"].as_str().unwrap())
-        .bearer_auth(session["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
-    let file = response.bytes().await.unwrap();
+    let file = get_bytes(
+        recording["url"].as_str().unwrap(),
+        session["token"].as_str().unwrap(),
+    )
+    .await;
     assert!(
         file.len() >= prefix_bytes,
         "recording {} bytes < {prefix_bytes} captured before the reload",
@@ -241,4 +225,50 @@ fn probe_audio_codec(file: &[u8]) -> Option<String> {
         String::from_utf8_lossy(&output.stderr)
     );
     Some(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+#[tokio::test]
+async fn with_an_api_key_the_page_uses_a_session_its_backend_created() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let app = crate::helpers::spawn_app_with(|c| c.api_key = Some("backend-secret".into())).await;
+    let mut page = browser.page().await;
+    page.goto(&app.url("/healthz")).await;
+
+    // Without the key the server refuses, and the client says so.
+    let refused = page
+        .eval(
+            r#"(async () => {
+                const { Recorder } = await import("/client/spool.js");
+                const rec = new Recorder({ server: location.origin });
+                return rec.start().then(() => "started", (err) => err.code ?? String(err));
+            })()"#,
+        )
+        .await;
+    assert_eq!(refused, "unauthorized");
+
+    // `createSession` stands in for the page's backend, which holds the key.
+    let recording = page
+        .eval(
+            r#"(async () => {
+                const { Recorder } = await import("/client/spool.js");
+                const backend = async ({ mimeType, metadata }) => {
+                    const response = await fetch("/v1/sessions", {
+                        method: "POST",
+                        headers: { authorization: "Bearer backend-secret", "content-type": "application/json" },
+                        body: JSON.stringify({ mime_type: mimeType, metadata }),
+                    });
+                    return response.json();
+                };
+                const rec = new Recorder({ server: location.origin, createSession: backend });
+                await rec.start();
+                await new Promise((resolve) => setTimeout(resolve, 1500));
+                return rec.stop();
+            })()"#,
+        )
+        .await;
+    assert_eq!(recording["complete"], true, "{recording}");
+    browser.close().await;
 }
