@@ -173,7 +173,7 @@ const meter = {
   start(stream) {
     const ctx = this.context;
     if (!ctx || !stream) return;
-    ctx.resume?.();
+    ctx.resume?.()?.catch?.(() => {});
     const analyser = ctx.createAnalyser();
     analyser.fftSize = 1024;
     ctx.createMediaStreamSource(stream).connect(analyser);
@@ -232,9 +232,14 @@ async function record() {
   demo.lastSession = rec.session;
   document.body.classList.add("recording");
   startClock();
-  meter.start(rec.stream);
   el.stop.disabled = false;
   el.stop.focus();
+  // The meter is decoration: if this browser cannot analyse the stream, record without it.
+  try {
+    meter.start(rec.stream);
+  } catch (err) {
+    console.warn("spool demo: no level meter", err);
+  }
 }
 
 function onRecorderError(rec, detail) {

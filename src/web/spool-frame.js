@@ -1,6 +1,6 @@
 /**
  * @module spool-frame
- * Chunk frames of the Spool wire protocol, version 1 (PROTOCOL.md):
+ * Chunk frames of the Spool wire protocol, version 1 (the protocol document, src/protocol.md):
  *
  *   offset 0  u8   version = 1
  *   offset 1  u8   flags: bit 0 = the chunk starts a new recorder stream

@@ -24,7 +24,7 @@ export class SpoolError extends Error {
   }
 }
 
-/** Close codes the client must not retry (PROTOCOL.md), with the code and text it reports. */
+/** Close codes the client must not retry (the protocol document, src/protocol.md), with the code and text it reports. */
 export const FATAL_CLOSE_CODES = new Map([
   [4400, ["malformed", "The server rejected a frame or message as malformed."]],
   [4401, ["unauthorized", "The server refused the session token."]],

@@ -43,6 +43,9 @@ async function resumeSession(id, store, opts) {
     // Fixed from now on, so a second interrupted attempt declares the same N.
     if (!record.finished) await store.updateSession(id, { finished: true, expected: n }).catch(() => {});
     const recording = await uploadAndFinish(record, n, store, opts);
+    if (recording.complete === false) {
+      console.warn(`spool: the server finalized session ${id} without chunks ${JSON.stringify(recording.missing ?? [])} of ${n}.`);
+    }
     await store.deleteSession(id).catch((err) => console.warn("spool: could not clean up local storage", err));
     addRecent(opts.dbName, recentEntry(record, recording));
     return recording;

@@ -20,7 +20,7 @@ import {
 
 const WS_OPEN = 1;
 /** Close codes the protocol says to retry; any other code is retried unless the server said otherwise. */
-const RETRIED_CLOSE_CODES = new Set([1000, 1001, 1006, 1011, 4408, 4429]);
+const RETRIED_CLOSE_CODES = new Set([1001, 1006, 1011, 4408, 4429]);
 
 /** Tunables; every one can be overridden through the Recorder options of the same name. */
 export const UPLOAD_DEFAULTS = Object.freeze({
@@ -221,11 +221,13 @@ export class Uploader {
   #onReady(msg) {
     clearTimeout(this.#connectTimer);
     this.#ready = true;
-    this.#attempt = 0;
     if (Number.isInteger(msg.max_chunk_bytes)) this.maxChunkBytes = msg.max_chunk_bytes;
     const committed = Number.isInteger(msg.committed) ? msg.committed : 0;
     // Resend exactly what the server lacks: everything from its `committed` on.
     this.#nextSend = committed;
+    // Backoff resets on progress, not on `ready`: a server that greets and then fails every write
+    // (a full disk answers 1011) must not be hammered with instant reconnects and resends.
+    if (committed >= this.#available) this.#attempt = 0;
     this.#advance(committed);
     this.#startHeartbeat(this.#ws);
     this.#setConnection("open");
@@ -245,6 +247,7 @@ export class Uploader {
     if (committed <= this.#committed) return;
     const acked = committed - this.#committed;
     this.#committed = committed;
+    this.#attempt = 0;
     for (const map of [this.#cache, this.#pinned]) for (const i of map.keys()) if (i < committed) map.delete(i);
     if (this.#window < this.#opts.window && (this.#windowCredit += acked) >= this.#window) {
       this.#window += 1;

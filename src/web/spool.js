@@ -240,6 +240,12 @@ export class Recorder extends EventTarget {
       this.#fatal(err);
       throw this.#failure;
     }
+    if (recording.complete === false) {
+      // The server finalized without part of this recording (it was unreachable for longer than its idle
+      // limit): say so rather than present a short recording as whole.
+      const missing = JSON.stringify(recording.missing ?? []);
+      this.#emitError("incomplete_recording", `The server finalized this recording without chunks ${missing} of ${n}.`, false);
+    }
     await this.#store.deleteSession(id).catch((err) => console.warn("spool: could not clean up local storage", err));
     addRecent(this.#opts.dbName, recentEntry({ id, token, server: this.#server, createdAt: this.#createdAt }, recording));
     this.#recording = recording;
