@@ -7,6 +7,7 @@
 mod close;
 mod rate;
 mod registry;
+mod session;
 mod socket;
 
 use axum::Router;

@@ -1,0 +1,228 @@
+//! The chunk writer: the only code that writes chunks.
+//!
+//! Connections submit chunks (and finishes) through a [`WriterHandle`]; one
+//! task drains whatever is waiting, from every connection, into a single
+//! `BEGIN IMMEDIATE` transaction, commits it (fsync included, as
+//! `synchronous=FULL` makes it), and only then answers each submitter. SQLite
+//! has no group commit across connections, so this is where it is built: one
+//! fsync covers the whole batch. A lone chunk is committed at once; under load
+//! batches grow up to [`MAX_BATCH_ROWS`] / [`MAX_BATCH_BYTES`].
+
+mod batch;
+
+use std::sync::Arc;
+
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{ChunkFrame, SessionState};
+use crate::metrics::Metrics;
+
+const MAX_BATCH_ROWS: usize = 1000;
+const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Payload bytes that may wait for the writer at once, across all
+/// connections: the bound on the queue's memory.
+const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+
+/// The result of submitting a chunk, known only after the commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// Stored now; every index below `committed` is durable.
+    Stored {
+        committed: i64,
+    },
+    /// Already stored with the same CRC: dropped, counts as stored.
+    Duplicate {
+        committed: i64,
+    },
+    /// Already stored with another CRC: nothing overwritten.
+    Conflict {
+        index: u32,
+    },
+    /// The session no longer takes chunks.
+    NotAccepting {
+        state: SessionState,
+    },
+    /// The index is at or past the count declared by `finish`.
+    BeyondFinish {
+        expected: i64,
+    },
+    UnknownSession,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FinishOutcome {
+    Accepted {
+        committed: i64,
+        chunks: i64,
+    },
+    /// `finish` already declared another count.
+    CountMismatch {
+        expected: i64,
+    },
+    /// A chunk at or past the declared count is already stored.
+    BelowReceived {
+        max_index: i64,
+    },
+    NotAccepting {
+        state: SessionState,
+    },
+    UnknownSession,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the chunk store failed: {0:#}")]
+    Storage(Arc<anyhow::Error>),
+    #[error("the writer has stopped")]
+    Stopped,
+}
+
+enum Request {
+    Chunk {
+        session: i64,
+        chunk: ChunkFrame,
+        reply: oneshot::Sender<Result<ChunkOutcome, WriteError>>,
+        _permit: OwnedSemaphorePermit,
+    },
+    Finish {
+        session: i64,
+        chunks: i64,
+        reply: oneshot::Sender<Result<FinishOutcome, WriteError>>,
+    },
+}
+
+/// Cheap to clone; every connection holds one.
+#[derive(Clone)]
+pub struct WriterHandle {
+    requests: mpsc::UnboundedSender<Request>,
+    queued_bytes: Arc<Semaphore>,
+}
+
+/// Resolves once the chunk's batch has committed.
+pub type PendingChunk = oneshot::Receiver<Result<ChunkOutcome, WriteError>>;
+
+impl WriterHandle {
+    /// Queues a chunk; waits only while the queue is at its byte bound.
+    pub async fn submit_chunk(
+        &self,
+        session: i64,
+        chunk: ChunkFrame,
+    ) -> Result<PendingChunk, WriteError> {
+        let cost = u32::try_from(chunk.payload.len().max(1)).unwrap_or(u32::MAX);
+        let permit = self
+            .queued_bytes
+            .clone()
+            .acquire_many_owned(cost)
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        let (reply, pending) = oneshot::channel();
+        self.requests
+            .send(Request::Chunk {
+                session,
+                chunk,
+                reply,
+                _permit: permit,
+            })
+            .map_err(|_| WriteError::Stopped)?;
+        Ok(pending)
+    }
+
+    /// Declares the chunk count; resolves after the commit.
+    pub async fn finish(&self, session: i64, chunks: i64) -> Result<FinishOutcome, WriteError> {
+        let (reply, pending) = oneshot::channel();
+        self.requests
+            .send(Request::Finish {
+                session,
+                chunks,
+                reply,
+            })
+            .map_err(|_| WriteError::Stopped)?;
+        pending.await.map_err(|_| WriteError::Stopped)?
+    }
+}
+
+/// Starts the writer on its own connection. After `stop` is cancelled it
+/// takes no new request, but commits and answers every one already queued
+/// (so shutdown loses nothing it accepted), then closes its connection.
+pub fn spawn(
+    conn: SqliteConnection,
+    metrics: Arc<Metrics>,
+    finalize_wakeup: Arc<Notify>,
+    stop: CancellationToken,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    let (requests, receiver) = mpsc::unbounded_channel();
+    let queued_bytes = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
+    let task = tokio::spawn(run(conn, receiver, metrics, finalize_wakeup, stop));
+    (
+        WriterHandle {
+            requests,
+            queued_bytes,
+        },
+        task,
+    )
+}
+
+async fn run(
+    mut conn: SqliteConnection,
+    mut receiver: mpsc::UnboundedReceiver<Request>,
+    metrics: Arc<Metrics>,
+    finalize_wakeup: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    let mut waiting = Vec::with_capacity(MAX_BATCH_ROWS);
+    let mut stopping = false;
+    loop {
+        let received = tokio::select! {
+            received = receiver.recv_many(&mut waiting, MAX_BATCH_ROWS) => received,
+            () = stop.cancelled(), if !stopping => {
+                stopping = true;
+                receiver.close(); // what is queued is still received below
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        while !waiting.is_empty() {
+            let batch = take_batch(&mut waiting);
+            let rows = batch.len();
+            match batch::commit_batch(&mut conn, &batch).await {
+                Ok(committed) => {
+                    metrics.writer_batch(rows);
+                    if committed.any_complete {
+                        finalize_wakeup.notify_one();
+                    }
+                    batch::answer(batch, committed.decisions, &committed.committed, &metrics);
+                }
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), rows, "chunk batch failed; submitters get an error");
+                    batch::fail(batch, Arc::new(err));
+                }
+            }
+        }
+    }
+    if let Err(err) = conn.close().await {
+        tracing::warn!(error = %err, "closing the writer's connection");
+    }
+    tracing::debug!("chunk writer stopped");
+}
+
+/// Takes requests off the front of `waiting` up to the batch bounds.
+fn take_batch(waiting: &mut Vec<Request>) -> Vec<Request> {
+    let mut bytes = 0;
+    let mut take = 0;
+    for request in waiting.iter() {
+        let size = match request {
+            Request::Chunk { chunk, .. } => chunk.payload.len(),
+            Request::Finish { .. } => 0,
+        };
+        if take > 0 && bytes + size > MAX_BATCH_BYTES {
+            break;
+        }
+        bytes += size;
+        take += 1;
+    }
+    waiting.drain(..take).collect()
+}
