@@ -28,6 +28,8 @@ pub struct App {
     finalizer: Finalizer,
     writer_task: JoinHandle<()>,
     writer_stop: CancellationToken,
+    /// Held (locked) for as long as the app lives.
+    _data_lock: std::fs::File,
 }
 
 impl App {
@@ -35,6 +37,12 @@ impl App {
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        // One server per data directory: a second one would release this one's
+        // finalize claims and sweep its temporary files.
+        let data_lock = lock_data_dir(&config.data_dir)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
         let database = config.database_path();
         let pool = db::open_pool(&database).await?;
         let released = db::finalize::release_stale_claims(&pool)
@@ -46,6 +54,7 @@ impl App {
                 "resuming finalize of sessions interrupted by the last stop"
             );
         }
+        sweep_garbage_chunks(&pool).await?;
         let recordings = LocalRecordings::open(config.recordings_dir()).await?;
         let metrics = Arc::new(Metrics::default());
         let wakeup = Arc::new(Notify::new());
@@ -58,9 +67,6 @@ impl App {
             writer_stop.clone(),
         );
         let (finalized, _) = broadcast::channel(1024);
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("listening on {}", config.listen))?;
         let state = AppState {
             api_key: config.api_key.as_deref().map(Secret::new),
             admin_token: config.admin_token.as_deref().map(Secret::new),
@@ -88,6 +94,7 @@ impl App {
             finalizer,
             writer_task,
             writer_stop,
+            _data_lock: data_lock,
         })
     }
 
@@ -115,6 +122,7 @@ impl App {
             finalizer,
             writer_task,
             writer_stop,
+            _data_lock,
         } = self;
         let data_dir = state.config.data_dir.display().to_string();
         tracing::info!(address = %format!("http://{}", listener.local_addr()?), data_dir, "spool is listening");
@@ -142,4 +150,43 @@ impl App {
         tracing::info!("stopped cleanly");
         Ok(())
     }
+}
+
+/// Takes an exclusive lock on `<data dir>/spool.lock`, or explains who has it.
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("spool.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another spool server is using {}; run one server per data directory",
+            data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// Deletes the chunks of sessions that are ready or deleted: left behind when
+/// the process stopped between marking a session and deleting its chunks.
+async fn sweep_garbage_chunks(pool: &sqlx::SqlitePool) -> anyhow::Result<()> {
+    for seq in db::chunks::sessions_with_garbage(pool)
+        .await
+        .context("looking for leftover chunks")?
+    {
+        let deleted = db::chunks::delete_all(pool, seq)
+            .await
+            .context("deleting leftover chunks")?;
+        tracing::info!(
+            chunks = deleted,
+            "deleted chunks left behind by the last stop"
+        );
+    }
+    Ok(())
 }

@@ -186,3 +186,37 @@ pub fn stream_prefix(
     )
     .fetch(pool)
 }
+
+/// Chunks deleted per transaction: small enough that the writer never waits long.
+const DELETE_SLICE: i64 = 256;
+
+/// Deletes every chunk of a session, a slice per transaction.
+pub async fn delete_all(pool: &SqlitePool, seq: i64) -> sqlx::Result<u64> {
+    let mut deleted = 0;
+    loop {
+        let slice = sqlx::query!(
+            "DELETE FROM chunks WHERE rowid IN (SELECT rowid FROM chunks WHERE session = ?1 LIMIT ?2)",
+            seq,
+            DELETE_SLICE
+        )
+        .execute(pool)
+        .await?
+        .rows_affected();
+        deleted += slice;
+        if slice == 0 {
+            return Ok(deleted);
+        }
+    }
+}
+
+/// Sessions whose chunks are garbage — ready, or deleted — because the
+/// process stopped between marking the session and deleting its chunks.
+pub async fn sessions_with_garbage(pool: &SqlitePool) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar!(
+        r#"SELECT DISTINCT c.session AS "session!" FROM chunks c
+           LEFT JOIN sessions s ON s.seq = c.session
+           WHERE s.seq IS NULL OR s.state = 'ready'"#
+    )
+    .fetch_all(pool)
+    .await
+}

@@ -18,6 +18,8 @@ pub struct Claim {
     pub expected_chunks: Option<i64>,
     pub committed: i64,
     pub max_index: Option<i64>,
+    /// Failed attempts before this one.
+    pub finalize_attempts: i64,
 }
 
 /// Claims the next session due for finalizing: one whose claim lapsed, one
@@ -39,7 +41,7 @@ pub async fn claim_next(
                       OR (expected_chunks IS NOT NULL AND committed >= expected_chunks)
                       OR last_seen_at < ?3)
                ORDER BY last_seen_at LIMIT 1)
-           RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index"#,
+           RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index, finalize_attempts"#,
         now,
         lease_cutoff,
         idle_cutoff
@@ -55,7 +57,7 @@ pub async fn claim_session(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Resul
         Claim,
         r#"UPDATE sessions SET finalize_claimed_at = ?2, state = 'finishing', updated_at = ?2
            WHERE seq = ?1 AND state IN ('recording', 'finishing')
-           RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index"#,
+           RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index, finalize_attempts"#,
         seq,
         now
     )
@@ -87,15 +89,25 @@ pub struct RecordingFacts {
     pub missing_json: String,
 }
 
-/// Marks the session ready and deletes its chunks, in one transaction: the
-/// chunks go only together with the state that says the file holds them.
-/// Returns false if the session was deleted meanwhile.
+/// What became of a session the finalize step tried to mark ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkedReady {
+    Ready,
+    /// The session was deleted meanwhile: its recording is garbage.
+    Deleted,
+    /// The session exists but is no longer `finishing`: leave everything alone.
+    NotFinishing,
+}
+
+/// Marks the session ready with its recording's facts. Its chunks are
+/// deleted afterwards, in slices (see `chunks::delete_all`), so no long
+/// transaction holds up the writer.
 pub async fn mark_ready(
     pool: &SqlitePool,
     seq: i64,
     facts: &RecordingFacts,
     now: i64,
-) -> sqlx::Result<bool> {
+) -> sqlx::Result<MarkedReady> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let updated = sqlx::query!(
         "UPDATE sessions SET state = 'ready', updated_at = ?2, recording_bytes = ?3, recording_sha256 = ?4,
@@ -114,17 +126,22 @@ pub async fn mark_ready(
     )
     .execute(&mut *tx)
     .await?;
-    if updated.rows_affected() == 1 {
-        sqlx::query!("DELETE FROM chunks WHERE session = ?1", seq)
-            .execute(&mut *tx)
-            .await?;
-    }
+    let outcome = if updated.rows_affected() == 1 {
+        MarkedReady::Ready
+    } else if sqlx::query_scalar!("SELECT 1 AS one FROM sessions WHERE seq = ?1", seq)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some()
+    {
+        MarkedReady::NotFinishing
+    } else {
+        MarkedReady::Deleted
+    };
     tx.commit().await?;
-    Ok(updated.rows_affected() == 1)
+    Ok(outcome)
 }
 
-/// Ends the session as failed. Its chunks are kept, so nothing acknowledged
-/// is lost and an operator can still finalize it once the cause is fixed.
+/// Ends the session as failed (it has nothing to join).
 pub async fn mark_failed(pool: &SqlitePool, seq: i64, reason: &str, now: i64) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE sessions SET state = 'failed', failure_reason = ?2, updated_at = ?3, finalize_claimed_at = NULL
@@ -138,14 +155,22 @@ pub async fn mark_failed(pool: &SqlitePool, seq: i64, reason: &str, now: i64) ->
     Ok(())
 }
 
-/// Counts a failed attempt and keeps the claim (so the lease delays the
-/// retry). Returns the number of attempts so far.
-pub async fn record_attempt_failed(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Result<i64> {
+/// Counts a failed attempt, notes why, and moves the claim so the session
+/// is taken again only after `retry_after_ms`. Returns the attempts so far.
+pub async fn record_attempt_failed(
+    pool: &SqlitePool,
+    seq: i64,
+    reason: &str,
+    retry_after_ms: i64,
+    now: i64,
+) -> sqlx::Result<i64> {
+    let claimable_at = now - LEASE_MS + retry_after_ms;
     sqlx::query_scalar!(
-        "UPDATE sessions SET finalize_attempts = finalize_attempts + 1, finalize_claimed_at = ?2
+        "UPDATE sessions SET finalize_attempts = finalize_attempts + 1, finalize_claimed_at = ?2, failure_reason = ?3
          WHERE seq = ?1 RETURNING finalize_attempts",
         seq,
-        now
+        claimable_at,
+        reason
     )
     .fetch_one(pool)
     .await

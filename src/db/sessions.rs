@@ -101,16 +101,11 @@ pub async fn touch_session(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Resul
     Ok(())
 }
 
-/// Deletes the session and its chunks in one transaction. Returns false if it
-/// was already gone.
+/// Deletes the session row; its chunks are then garbage for
+/// `chunks::delete_all`. Returns false if it was already gone.
 pub async fn delete_session(pool: &SqlitePool, seq: i64) -> sqlx::Result<bool> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query!("DELETE FROM chunks WHERE session = ?1", seq)
-        .execute(&mut *tx)
-        .await?;
     let deleted = sqlx::query!("DELETE FROM sessions WHERE seq = ?1", seq)
-        .execute(&mut *tx)
+        .execute(pool)
         .await?;
-    tx.commit().await?;
     Ok(deleted.rows_affected() == 1)
 }

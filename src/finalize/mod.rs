@@ -2,11 +2,13 @@
 //!
 //! A loop ([`run`]) around a step ([`Finalizer::try_finalize_next`]) that
 //! claims one due session, joins its chunks into a file that is durable
-//! before anything else changes, then — in one transaction — marks the
-//! session `ready` and deletes its chunks. A crash anywhere in between leaves
-//! the claim, which the next start releases, and the step runs again from
-//! the chunks; the old temporary file is swept and the rename is atomic, so
-//! there is never a half file served nor a chunk deleted too soon.
+//! before anything else changes, marks the session `ready`, and only then
+//! deletes its chunks (in slices, so the writer never waits long). A crash
+//! before `ready` leaves the claim, which the next start releases, and the
+//! step runs again from the chunks; the old temporary file is swept and the
+//! rename is atomic. A crash after `ready` leaves garbage chunks, which the
+//! next start deletes. There is never a half file served nor a chunk deleted
+//! too soon. A failing step is retried with backoff, never abandoned.
 
 pub mod join;
 
@@ -20,13 +22,11 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::db::{self, finalize::Claim, finalize::RecordingFacts};
+use crate::db::{self, finalize::Claim, finalize::MarkedReady, finalize::RecordingFacts};
 use crate::domain::MimeType;
 use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;
 
-/// Attempts before a session that keeps failing is marked `failed`.
-const MAX_ATTEMPTS: i64 = 5;
 /// How often idle sessions are looked for when nothing wakes the job.
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
@@ -35,8 +35,10 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 pub enum Outcome {
     /// This session is now `ready`.
     Ready(String),
-    /// This session is now `failed`, or will be retried after its lease.
+    /// This session is now `failed`: it had nothing to join.
     Failed(String),
+    /// This session's step failed; it is taken again after a backoff.
+    Retrying(String),
     /// This session was deleted while it was being finalized.
     Discarded(String),
     /// Nothing is due.
@@ -77,68 +79,79 @@ impl Finalizer {
     }
 
     async fn finalize_claimed_inner(&self, claim: Claim) -> Outcome {
-        let id = claim.public_id.clone();
-        let result = self.build_recording(&claim).await;
-        let now = db::now_ms();
-        let outcome = match result {
-            Ok(Some(facts)) => match db::finalize::mark_ready(&self.pool, claim.seq, &facts, now)
-                .await
-            {
-                Ok(true) => {
-                    tracing::info!(
-                        bytes = facts.bytes,
-                        complete = facts.complete,
-                        "recording ready"
-                    );
-                    self.metrics.finalized();
-                    Ok(Outcome::Ready(id.clone()))
-                }
-                Ok(false) => {
-                    tracing::info!("session deleted while finalizing; discarding its recording");
-                    self.recordings
-                        .delete(&id)
-                        .await
-                        .map(|()| Outcome::Discarded(id.clone()))
-                }
-                Err(e) => Err(anyhow::Error::from(e).context("marking the session ready")),
-            },
-            Ok(None) => {
-                tracing::warn!("no chunks were received; session failed");
-                db::finalize::mark_failed(&self.pool, claim.seq, "no chunks were received", now)
-                    .await
-                    .map(|()| Outcome::Failed(id.clone()))
-                    .map_err(anyhow::Error::from)
-            }
-            Err(e) => Err(e),
-        };
-        let outcome = match outcome {
+        let outcome = match self.finalize_step(&claim).await {
             Ok(outcome) => outcome,
-            Err(err) => self.count_failure(&claim, err).await,
+            Err(err) => self.retry_later(&claim, err).await,
         };
         let _ = self.finalized.send(claim.seq); // nobody listening is fine
         outcome
     }
 
-    async fn count_failure(&self, claim: &Claim, err: anyhow::Error) -> Outcome {
-        self.metrics.finalize_failed();
+    async fn finalize_step(&self, claim: &Claim) -> anyhow::Result<Outcome> {
+        let id = claim.public_id.clone();
         let now = db::now_ms();
-        match db::finalize::record_attempt_failed(&self.pool, claim.seq, now).await {
-            Ok(attempts) if attempts >= MAX_ATTEMPTS => {
-                tracing::error!(error = %format!("{err:#}"), attempts, "finalize keeps failing; session marked failed (its chunks are kept)");
-                let reason = format!("finalize failed {attempts} times: {err:#}");
-                if let Err(e) = db::finalize::mark_failed(&self.pool, claim.seq, &reason, now).await
-                {
-                    tracing::error!(error = %e, "could not mark the session failed");
-                }
+        let Some(facts) = self.build_recording(claim).await? else {
+            tracing::warn!("no chunks were received; session failed");
+            db::finalize::mark_failed(&self.pool, claim.seq, "no chunks were received", now)
+                .await?;
+            return Ok(Outcome::Failed(id));
+        };
+        let marked = db::finalize::mark_ready(&self.pool, claim.seq, &facts, now)
+            .await
+            .context("marking the session ready")?;
+        match marked {
+            MarkedReady::Ready => {
+                tracing::info!(
+                    bytes = facts.bytes,
+                    complete = facts.complete,
+                    "recording ready"
+                );
+                self.metrics.finalized();
             }
+            MarkedReady::Deleted => {
+                tracing::info!("session deleted while finalizing; discarding its recording");
+                self.recordings.delete(&id).await?;
+                return Ok(Outcome::Discarded(id));
+            }
+            MarkedReady::NotFinishing => {
+                tracing::warn!(
+                    "session left `finishing` while being finalized; leaving it as it is"
+                );
+                return Ok(Outcome::Discarded(id));
+            }
+        }
+        // The file is durable and the session says so: the chunks are garbage now.
+        if let Err(e) = db::chunks::delete_all(&self.pool, claim.seq).await {
+            tracing::warn!(error = %e, "could not delete a ready session's chunks; the next start sweeps them");
+        }
+        Ok(Outcome::Ready(id))
+    }
+
+    /// A step failed (a full disk, say): keep the claim, so no chunk can be
+    /// added, and try again later, backing off. Never gives up: the chunks
+    /// are acknowledged and must end up in a recording.
+    async fn retry_later(&self, claim: &Claim, err: anyhow::Error) -> Outcome {
+        self.metrics.finalize_failed();
+        let reason = format!("finalize failed, will retry: {err:#}");
+        let now = db::now_ms();
+        let delay = retry_delay(claim.finalize_attempts);
+        match db::finalize::record_attempt_failed(
+            &self.pool,
+            claim.seq,
+            &reason,
+            delay.as_millis() as i64,
+            now,
+        )
+        .await
+        {
             Ok(attempts) => {
-                tracing::error!(error = %format!("{err:#}"), attempts, "finalize failed; will retry")
+                tracing::error!(error = %format!("{err:#}"), attempts, retry_in = ?delay, "finalize failed")
             }
             Err(e) => {
                 tracing::error!(error = %format!("{err:#}"), count_error = %e, "finalize failed")
             }
         }
-        Outcome::Failed(claim.public_id.clone())
+        Outcome::Retrying(claim.public_id.clone())
     }
 
     /// Joins the chunks into a durable file. `None` when there is nothing to join.
@@ -202,9 +215,12 @@ pub async fn run(finalizer: Finalizer, stop: CancellationToken) {
     let mut backoff = POLL_EVERY;
     while !stop.is_cancelled() {
         match finalizer.try_finalize_next().await {
-            Ok(Outcome::Ready(_) | Outcome::Failed(_) | Outcome::Discarded(_)) => {
-                backoff = POLL_EVERY
-            }
+            Ok(
+                Outcome::Ready(_)
+                | Outcome::Failed(_)
+                | Outcome::Retrying(_)
+                | Outcome::Discarded(_),
+            ) => backoff = POLL_EVERY,
             Ok(Outcome::Idle) => {
                 tokio::select! {
                     () = finalizer.wakeup.notified() => {}
@@ -223,4 +239,22 @@ pub async fn run(finalizer: Finalizer, stop: CancellationToken) {
         }
     }
     tracing::debug!("finalize job stopped");
+}
+
+/// 5 s after the first failure, doubling, at most an hour.
+fn retry_delay(attempts_so_far: i64) -> Duration {
+    let doublings = u32::try_from(attempts_so_far.clamp(0, 10)).unwrap_or(10);
+    (Duration::from_secs(5) * 2u32.pow(doublings)).min(Duration::from_secs(3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_an_hour() {
+        assert_eq!(retry_delay(0), Duration::from_secs(5));
+        assert_eq!(retry_delay(3), Duration::from_secs(40));
+        assert_eq!(retry_delay(50), Duration::from_secs(3600));
+    }
 }

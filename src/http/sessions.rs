@@ -167,6 +167,7 @@ async fn delete_session(
     let row = load_session(&state, &id).await?;
     credential.authorize_session(&state, &row)?;
     db::sessions::delete_session(&state.pool, row.seq).await?;
+    db::chunks::delete_all(&state.pool, row.seq).await?;
     state.connections.evict(row.seq);
     state.recordings.delete(id.as_str()).await?;
     tracing::info!(session = %id, "session deleted");

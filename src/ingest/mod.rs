@@ -55,9 +55,14 @@ async fn upgrade(
         credential,
         base,
     };
-    let tracker = state.tasks.clone();
+    // Counted from now, not from when the upgrade completes, so shutdown
+    // also waits for a socket that is still upgrading.
+    let tracked = state.tasks.token();
     upgrade
         .max_message_size(message_limit)
         .max_frame_size(message_limit)
-        .on_upgrade(move |socket| tracker.track_future(handle_socket(socket, connection)))
+        .on_upgrade(move |socket| async move {
+            handle_socket(socket, connection).await;
+            drop(tracked);
+        })
 }

@@ -1,5 +1,7 @@
 //! One WebSocket connection running protocol v1.
 
+use std::time::Duration;
+
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt, Stream};
 use tracing::Instrument;
@@ -26,7 +28,10 @@ where
     S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let span = tracing::info_span!("ws", session = %connection.session.chars().take(32).collect::<String>());
+    // Only a well-formed id is logged: the raw path segment is the client's text.
+    let session = SessionId::parse(&connection.session)
+        .map_or_else(|_| "(invalid id)".to_owned(), |id| id.to_string());
+    let span = tracing::info_span!("ws", session = %session);
     run(socket, connection).instrument(span).await;
 }
 
@@ -73,25 +78,35 @@ async fn admit(connection: &Connection) -> Result<db::sessions::SessionRow, Clos
     Ok(row)
 }
 
+/// A client that stops reading must not pin its task (nor delay shutdown):
+/// a send that cannot complete in this time ends the connection.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub(super) async fn send_text<S: Sink<Message> + Unpin>(
     socket: &mut S,
     text: String,
 ) -> Result<(), CloseReason> {
-    socket
-        .send(Message::Text(Utf8Bytes::from(text)))
+    send(socket, Message::Text(Utf8Bytes::from(text)))
         .await
-        .map_err(|_| CloseReason::GoingAway)
+        .map_err(|()| CloseReason::GoingAway)
+}
+
+async fn send<S: Sink<Message> + Unpin>(socket: &mut S, message: Message) -> Result<(), ()> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
 }
 
 /// Sends the `error` message (if the reason has one) and the close frame. Best effort: the peer may be gone.
 async fn close<S: Sink<Message> + Unpin>(socket: &mut S, reason: &CloseReason) {
     if let Some(error) = reason.error_message() {
-        let _ = socket.send(Message::Text(Utf8Bytes::from(error))).await;
+        let _ = send(socket, Message::Text(Utf8Bytes::from(error))).await;
     }
     let frame = CloseFrame {
         code: reason.close_code(),
         reason: Utf8Bytes::from(reason.close_text()),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
-    let _ = socket.close().await;
+    let _ = send(socket, Message::Close(Some(frame))).await;
+    let _ = tokio::time::timeout(SEND_TIMEOUT, socket.close()).await;
 }

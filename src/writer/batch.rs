@@ -152,7 +152,8 @@ async fn decide_finish(
             Decision::CountMismatch(expected)
         });
     }
-    if !state.accepts_chunks() {
+    // Claimed (by the idle finalizer): what goes in is already decided.
+    if !state.accepts_chunks() || gate.claimed {
         return Ok(Decision::NotAccepting(state));
     }
     if let Some(max_index) = gate.max_index.filter(|&max| max >= chunks) {

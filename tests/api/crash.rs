@@ -136,10 +136,39 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
         .collect();
     assert_eq!(files, vec![id.clone()]);
     server.kill9().await;
+
+    // Crash 3: the process died after marking the session ready but before
+    // deleting its chunks: the next start sweeps them.
+    let pool = db::open_pool(&dir.path().join("spool.db")).await.unwrap();
+    sqlx::query(
+        "INSERT INTO chunks (session, idx, crc, flags, payload) VALUES (?, 0, 0, 1, x'00')",
+    )
+    .bind(row.seq)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let server = ServerProcess::start(dir.path(), &[]).await;
     let pool = db::open_pool(&dir.path().join("spool.db")).await.unwrap();
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks")
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(left, 0);
+    assert_eq!(left, 0, "chunks of a ready session survived a restart");
+    server.kill9().await;
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ServerProcess::start(dir.path(), &[]).await;
+    let error = match spool::App::build(spool::Config::with_data_dir(dir.path())).await {
+        Ok(_) => panic!("a second server started on a data directory in use"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("another spool server is using"), "{error}");
+    first.kill9().await;
+    // Once the first is gone, the directory is free again.
+    let second = ServerProcess::start(dir.path(), &[]).await;
+    second.kill9().await;
 }
