@@ -6,6 +6,8 @@ use serde_json::json;
 pub enum CloseReason {
     /// After `finalized`.
     Finished,
+    /// The client closed the socket (or it dropped): nothing to tell it.
+    ClientGone,
     GoingAway,
     Malformed(String),
     Unauthorized,
@@ -22,7 +24,7 @@ pub enum CloseReason {
 impl CloseReason {
     pub fn close_code(&self) -> u16 {
         match self {
-            Self::Finished => 1000,
+            Self::Finished | Self::ClientGone => 1000,
             Self::GoingAway => 1001,
             Self::Internal => 1011,
             Self::Malformed(_) => 4400,
@@ -40,6 +42,7 @@ impl CloseReason {
     fn code(&self) -> &'static str {
         match self {
             Self::Finished => "finished",
+            Self::ClientGone => "client_gone",
             Self::GoingAway => "going_away",
             Self::Internal => "internal",
             Self::Malformed(_) => "malformed",
@@ -64,6 +67,7 @@ impl CloseReason {
     pub fn message(&self) -> String {
         match self {
             Self::Finished => "the recording is finalized".into(),
+            Self::ClientGone => "the client closed the connection".into(),
             Self::GoingAway => "the server is shutting down; reconnect".into(),
             Self::Internal => "the server failed to store data; reconnect and resend".into(),
             Self::Unauthorized => "missing or wrong token".into(),
@@ -79,7 +83,7 @@ impl CloseReason {
 
     /// The `error` message sent before the close (none before a normal close).
     pub fn error_message(&self) -> Option<String> {
-        (*self != Self::Finished).then(|| {
+        (!matches!(self, Self::Finished | Self::ClientGone)).then(|| {
             json!({ "type": "error", "code": self.code(), "message": self.message(), "retryable": self.retryable() }).to_string()
         })
     }
@@ -115,6 +119,7 @@ mod tests {
             json!({"type": "error", "code": "too_fast", "message": "slow down", "retryable": true})
         );
         assert!(CloseReason::Finished.error_message().is_none());
+        assert!(CloseReason::ClientGone.error_message().is_none());
         assert!(!CloseReason::Superseded.retryable());
     }
 

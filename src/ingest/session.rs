@@ -67,7 +67,7 @@ impl Session {
             Err(reason) => return reason,
         };
         if send_text(socket, ready).await.is_err() {
-            return CloseReason::GoingAway;
+            return CloseReason::ClientGone;
         }
         let idle_timeout = self.app.config.socket_idle_timeout;
         let mut idle_deadline = tokio::time::Instant::now() + idle_timeout;
@@ -89,7 +89,7 @@ impl Session {
                     match message {
                         Some(Ok(message)) => self.on_message(socket, message).await,
                         Some(Err(e)) => Err(read_error(&e.to_string())),
-                        None => return CloseReason::GoingAway,
+                        None => return CloseReason::ClientGone,
                     }
                 }
                 () = tokio::time::sleep_until(idle_deadline) => Err(CloseReason::Idle),
@@ -139,7 +139,7 @@ impl Session {
                 ClientMessage::Ping => send_text(socket, json!({"type": "pong"}).to_string()).await,
                 ClientMessage::Finish { chunks } => self.on_finish(socket, chunks).await,
             },
-            Message::Close(_) => Err(CloseReason::GoingAway),
+            Message::Close(_) => Err(CloseReason::ClientGone),
             Message::Ping(_) | Message::Pong(_) => Ok(()), // the codec answers pings itself
         }
     }

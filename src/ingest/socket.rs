@@ -88,7 +88,7 @@ pub(super) async fn send_text<S: Sink<Message> + Unpin>(
 ) -> Result<(), CloseReason> {
     send(socket, Message::Text(Utf8Bytes::from(text)))
         .await
-        .map_err(|()| CloseReason::GoingAway)
+        .map_err(|()| CloseReason::ClientGone)
 }
 
 async fn send<S: Sink<Message> + Unpin>(socket: &mut S, message: Message) -> Result<(), ()> {
