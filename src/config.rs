@@ -62,6 +62,12 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_CHUNKS_PER_SECOND", default_value_t = 1000)]
     pub max_chunks_per_second: u32,
 
+    /// Web origins whose pages may call this server (CORS), comma-separated, e.g.
+    /// "https://app.example.com,https://admin.example.com"; "*" allows any. Credentials are
+    /// bearer tokens, never cookies, so allowing other origins grants no ambient access.
+    #[arg(long, env = "SPOOL_ALLOWED_ORIGINS", default_value = "*", value_delimiter = ',', value_parser = parse_origin)]
+    pub allowed_origins: Vec<String>,
+
     /// Base URL clients reach this server at (e.g. https://rec.example.com), used for the
     /// `ws_url` and recording URLs handed out. Unset: taken from each request's Host header.
     #[arg(long, env = "SPOOL_PUBLIC_URL")]
@@ -82,6 +88,29 @@ impl Config {
 
     pub fn recordings_dir(&self) -> PathBuf {
         self.data_dir.join("recordings")
+    }
+}
+
+fn parse_origin(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw == "*" {
+        return Ok(raw.to_owned());
+    }
+    let rest = raw
+        .strip_prefix("https://")
+        .or_else(|| raw.strip_prefix("http://"));
+    let host_ok = rest.is_some_and(|host| {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    });
+    if host_ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(format!(
+            "{raw:?} is not an origin like https://app.example.com (no path, no trailing slash) or *"
+        ))
     }
 }
 
@@ -107,6 +136,17 @@ mod tests {
         assert_eq!(config.max_chunk_bytes, 1024 * 1024);
         assert_eq!(config.idle_finalize_after, Duration::from_secs(30 * 60));
         assert!(config.api_key.is_none() && config.admin_token.is_none());
+        assert_eq!(config.allowed_origins, ["*"]);
+        let listed = Cli::parse_from([
+            "spool",
+            "--allowed-origins",
+            "https://a.example,http://b.example:8080",
+        ])
+        .config;
+        assert_eq!(
+            listed.allowed_origins,
+            ["https://a.example", "http://b.example:8080"]
+        );
     }
 
     #[test]
@@ -114,5 +154,7 @@ mod tests {
         assert!(Cli::try_parse_from(["spool", "--idle-finalize-after", "soon"]).is_err());
         assert!(Cli::try_parse_from(["spool", "--socket-idle-timeout", "0s"]).is_err());
         assert!(Cli::try_parse_from(["spool", "--max-chunk-bytes", "0"]).is_err());
+        assert!(Cli::try_parse_from(["spool", "--allowed-origins", "https://a.example/"]).is_err());
+        assert!(Cli::try_parse_from(["spool", "--allowed-origins", "a.example"]).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface, one module per feature; this file is the table of contents.
 
 mod auth;
+mod cors;
 mod error;
 mod extract;
 mod ops;
@@ -23,6 +24,7 @@ pub use view::{RecordingView, SessionView};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
+    let cors = cors::layer(&state.config.allowed_origins);
     Router::new()
         .merge(sessions::router())
         .merge(recordings::router())
@@ -35,5 +37,6 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             tracing::info_span!("http", method = %req.method(), path = %req.uri().path())
         }))
+        .layer(cors)
         .with_state(state)
 }

@@ -1,6 +1,7 @@
 //! Black-box tests of the real server over real sockets.
 
 mod browser;
+mod cors;
 mod crash;
 mod helpers;
 mod http_api;

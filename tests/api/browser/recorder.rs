@@ -272,3 +272,40 @@ async fn with_an_api_key_the_page_uses_a_session_its_backend_created() {
     assert_eq!(recording["complete"], true, "{recording}");
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_page_on_another_origin_records_through_the_server() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut page = browser.page().await;
+    // `localhost` and `127.0.0.1` are different origins.
+    let port = app.url("").rsplit(':').next().unwrap().to_owned();
+    page.goto(&format!("http://localhost:{port}/healthz")).await;
+    let recording = page
+        .eval(&format!(
+            r#"(async () => {{
+                const server = "http://127.0.0.1:{port}";
+                const {{ Recorder }} = await import(server + "/client/spool.js");
+                const rec = new Recorder({{ server }});
+                await rec.start();
+                await new Promise((resolve) => setTimeout(resolve, 1500));
+                const recording = await rec.stop();
+                const head = await fetch(recording.url, {{ headers: {{ authorization: "Bearer " + rec.session.token, range: "bytes=0-3" }} }});
+                return {{ recording, status: head.status, range: head.headers.get("content-range") }};
+            }})()"#
+        ))
+        .await;
+    assert_eq!(recording["recording"]["complete"], true, "{recording}");
+    assert_eq!(recording["status"], 206, "{recording}");
+    assert!(
+        recording["range"]
+            .as_str()
+            .unwrap()
+            .starts_with("bytes 0-3/"),
+        "{recording}"
+    );
+    browser.close().await;
+}
