@@ -47,6 +47,26 @@ const ASSETS: &[(&str, &str, &str)] = &[
         JS,
         include_str!("../web/spool-resume.js"),
     ),
+    (
+        "/client/spool-capture.js",
+        JS,
+        include_str!("../web/spool-capture.js"),
+    ),
+    (
+        "/client/spool-session.js",
+        JS,
+        include_str!("../web/spool-session.js"),
+    ),
+    (
+        "/client/spool-connection.js",
+        JS,
+        include_str!("../web/spool-connection.js"),
+    ),
+    (
+        "/client/spool-outbox.js",
+        JS,
+        include_str!("../web/spool-outbox.js"),
+    ),
 ];
 
 pub fn router() -> Router<AppState> {

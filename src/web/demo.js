@@ -1,7 +1,7 @@
 // Spool demo recorder page: one Recorder per recording, live counters, a level meter, the result,
 // and this browser's recent recordings. `window.spoolDemo` exposes the state to automated tests.
 
-import { Recorder } from "/client/spool.js";
+import { Recorder, describeStartError } from "/client/spool.js";
 
 const $ = (id) => document.getElementById(id);
 const el = {
@@ -91,28 +91,22 @@ function clearMessage() {
 
 /** What to tell a person about an error from start(), stop() or an `error` event. */
 function explain(err) {
-  // DOMExceptions carry a legacy numeric `code`; their `name` is what tells them apart.
-  const code = typeof err?.code === "string" ? err.code : err?.name;
+  // `error` details and SpoolErrors carry a string code; for the rest (DOMExceptions from the mic,
+  // whose legacy `code` is a number) the client's own mapping gives one.
+  const { code, message } = typeof err?.code === "string" ? err : describeStartError(err);
   switch (code) {
-    case "NotAllowedError":
-    case "SecurityError":
     case "mic_denied":
       return "Microphone access was refused. To record, allow the microphone for this site (usually via the icon in the address bar), then press Record again.";
-    case "NotFoundError":
-    case "OverconstrainedError":
     case "mic_not_found":
       return "No microphone was found. Connect one and press Record again.";
-    case "NotReadableError":
-    case "AbortError":
     case "mic_unavailable":
       return "The microphone could not be opened. Another app may be using it.";
     case "unsupported":
-    case "NotSupportedError":
       return unsupportedReason() ?? "This browser cannot record audio in a format Spool accepts.";
     case "network":
       return "Could not reach the Spool server. Check your connection and press Record again.";
     default:
-      return err?.message ?? String(err);
+      return message ?? String(err);
   }
 }
 

@@ -127,23 +127,49 @@ export async function deleteSession(server, id, token) {
 }
 
 /**
+ * Polls GET /v1/sessions/{id} until the recording is ready: the fallback when `finalized` does not come.
+ * Network trouble and 5xx are simply asked again.
+ * @param {{ server: string, id: string, token: string }} session
+ * @param {{ delay: number, interval: number, stopped: () => boolean }} timing first poll after `delay` ms,
+ *   then every `interval` ms until the recording comes or `stopped()`
+ * @returns {Promise<object | null>} the recording, or null once stopped; rejects when the session failed or is
+ *   unknown, or the token is refused
+ */
+export async function waitForRecording({ server, id, token }, { delay, interval, stopped }) {
+  await sleep(delay);
+  while (!stopped()) {
+    const session = await getSession(server, id, token).catch((err) => {
+      if (err.status === 404) throw new SpoolError("unknown_session", "The server no longer knows this session.", { status: 404 });
+      if (err.status === 401 || err.status === 403) throw new SpoolError("unauthorized", err.message, { status: err.status });
+      return null;
+    });
+    if (session?.state === "ready" && session.recording) return session.recording;
+    if (session?.state === "failed") throw new SpoolError("session_failed", "The server could not finalize this recording.");
+    await sleep(interval);
+  }
+  return null;
+}
+
+/**
  * Declares the chunk count with navigator.sendBeacon, which survives the page going away.
  * The body is a plain string so the beacon needs no CORS preflight; the server accepts any type.
  * @returns {boolean} whether the browser queued the beacon
  */
 export function sendFinishBeacon(server, id, token, chunks) {
   if (typeof navigator !== "object" || typeof navigator.sendBeacon !== "function") return false;
-  const url = `${sessionUrl(server, id)}/finish?token=${encodeURIComponent(token)}`;
   try {
-    return navigator.sendBeacon(url, JSON.stringify({ chunks }));
+    return navigator.sendBeacon(withToken(`${sessionUrl(server, id)}/finish`, token), JSON.stringify({ chunks }));
   } catch {
     return false;
   }
 }
 
-/** The socket URL: the server's `ws_url` plus the token, since browsers cannot set WebSocket headers. */
-export function socketUrl(wsUrl, token) {
-  return `${wsUrl}${wsUrl.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+/**
+ * `url` with the session token in its query, for what cannot send an Authorization header:
+ * WebSockets, beacons, `<audio>` and download links.
+ */
+export function withToken(url, token) {
+  return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
 }
 
 /** Best guess at `ws_url` for records stored without one. */

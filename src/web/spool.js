@@ -14,25 +14,28 @@
  * ```
  *
  * How the pieces fit (sibling modules, served next to this one):
+ * - `spool-capture.js`: the input and MediaRecorder; numbers, frames and stores each chunk.
+ * - `spool-session.js`: a live session on both ends — created, locked, stored, uploaded, kept or discarded.
  * - `spool-frame.js`: CRC-32C and the binary chunk frame.
  * - `spool-store.js`: IndexedDB (every chunk is stored before it is sent), recent list, tab locks.
- * - `spool-uploader.js`: the WebSocket — resend from `committed`, window, backpressure, reconnects, finish.
+ * - `spool-uploader.js`: the upload — resend from `committed`, backpressure, finish.
+ * - `spool-outbox.js`: what is stored, what is acked, the window of chunks in flight.
+ * - `spool-connection.js`: the WebSocket kept alive — reconnects with backoff, heartbeat, close codes.
  * - `spool-http.js`: the HTTP calls, SpoolError, the close-code table.
  * - `spool-resume.js`: `Recorder.resumePending`, finishing what an earlier page left behind.
- * This module numbers the MediaRecorder's chunks, stores them, and drives the session's life cycle.
+ * This module drives a recording's life cycle: its state and its events.
  */
 
-import { FLAG_NEW_STREAM, encodeFrame } from "./spool-frame.js";
-import { SpoolError, createSession, deleteSession, normalizeServer } from "./spool-http.js";
+import { Capture, describeStartError } from "./spool-capture.js";
+import { SpoolError, normalizeServer, withToken } from "./spool-http.js";
 import { resumePending } from "./spool-resume.js";
-import { addRecent, loadRecent, openStore, recentEntry, sessionLockName, tryLock } from "./spool-store.js";
-import { UPLOAD_DEFAULTS, Uploader, uploadTunables } from "./spool-uploader.js";
+import { LiveSession } from "./spool-session.js";
+import { loadRecent } from "./spool-store.js";
+import { UPLOAD_DEFAULTS } from "./spool-uploader.js";
 
 export { SpoolError } from "./spool-http.js";
 export { crc32c, encodeFrame, decodeFrame } from "./spool-frame.js";
-
-/** Container types tried in order when no `mimeType` is given. */
-export const PREFERRED_MIME_TYPES = Object.freeze(["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/mp4"]);
+export { PREFERRED_MIME_TYPES, describeStartError, pickMimeType } from "./spool-capture.js";
 
 const DEFAULTS = Object.freeze({
   server: undefined, // location.origin
@@ -47,15 +50,6 @@ const DEFAULTS = Object.freeze({
   durability: "strict",
   ...UPLOAD_DEFAULTS,
 });
-
-/**
- * The first of PREFERRED_MIME_TYPES this browser's MediaRecorder supports, or "" (let it choose).
- * @returns {string}
- */
-export function pickMimeType() {
-  if (typeof MediaRecorder === "undefined" || typeof MediaRecorder.isTypeSupported !== "function") return "";
-  return PREFERRED_MIME_TYPES.find((type) => MediaRecorder.isTypeSupported(type)) ?? "";
-}
 
 /**
  * @typedef {object} RecorderOptions
@@ -96,25 +90,14 @@ export class Recorder extends EventTarget {
   #server;
   #state = "idle";
   #startPromise = null;
-  #stream = null;
-  #ownStream = false;
-  #mr = null;
+  #capture = null; // Capture: input, MediaRecorder, chunks into the store
+  #live = null; // LiveSession: server session, lock, local record, uploader
   #mimeType = "";
-  #session = null;
-  #createdAt = 0;
-  #store = null;
-  #uploader = null;
-  #releaseLock = null;
-  #captured = 0;
-  #bytes = 0;
-  #capture = Promise.resolve(); // chunks are stored strictly in index order
-  #maxChunkBytes = Infinity;
   #failure = null;
   #stopPromise = null;
   #recording = null;
   #storageWarned = false;
   #connection = "closed";
-  #pageListeners = [];
 
   /** @param {RecorderOptions} [options] */
   constructor(options = {}) {
@@ -134,7 +117,7 @@ export class Recorder extends EventTarget {
   }
   /** `{ id, token }` once start() has created the session, else null. */
   get session() {
-    return this.#session;
+    return this.#live?.session ?? null;
   }
   /** The container actually recorded (MediaRecorder's own `mimeType`). */
   get mimeType() {
@@ -142,7 +125,7 @@ export class Recorder extends EventTarget {
   }
   /** The MediaStream being recorded (e.g. for a level meter). */
   get stream() {
-    return this.#stream;
+    return this.#capture?.stream ?? null;
   }
   /** The `recording` object once stop() has resolved. */
   get recording() {
@@ -151,14 +134,19 @@ export class Recorder extends EventTarget {
   /** The current `progress` detail. */
   get progress() {
     const acked = this.#uploader?.committed ?? 0;
+    const captured = this.#capture?.captured ?? 0;
     return {
       state: this.#state,
-      captured: this.#captured,
+      captured,
       acked,
-      pending: Math.max(0, this.#captured - acked),
-      bytes: this.#bytes,
+      pending: Math.max(0, captured - acked),
+      bytes: this.#capture?.bytes ?? 0,
       connection: this.#connection,
     };
+  }
+
+  get #uploader() {
+    return this.#live?.uploader ?? null;
   }
 
   /**
@@ -184,13 +172,17 @@ export class Recorder extends EventTarget {
 
   async #start(stream) {
     try {
-      await this.#openInput(stream);
-      const mr = this.#newMediaRecorder();
+      this.#capture = new Capture(this.#opts, this.#captureHooks());
       // The session must carry the container really produced, which MediaRecorder reports.
-      this.#mimeType = mr.mimeType || "";
-      await this.#openSession();
-      this.#listenToPage();
-      mr.start(this.#opts.timeslice);
+      this.#mimeType = await this.#capture.open(stream);
+      this.#live = new LiveSession(this.#server, this.#opts, {
+        onChange: () => this.#onUploaderChange(),
+        onFatal: (err) => this.#fatal(err),
+        onStorageFailed: (err) => this.#storageFailed(err),
+      });
+      await this.#live.open(this.#mimeType);
+      const { store, session, uploader, maxChunkBytes } = this.#live;
+      this.#capture.start({ store, sessionId: session.id, uploader, maxChunkBytes });
       this.#setState("recording");
     } catch (err) {
       await this.#abandonStart();
@@ -198,6 +190,26 @@ export class Recorder extends EventTarget {
       this.#emitError(code, message, true);
       throw err;
     }
+  }
+
+  #captureHooks() {
+    return {
+      onChunk: (detail) => {
+        this.dispatchEvent(new CustomEvent("chunk", { detail }));
+        this.#emitProgress();
+      },
+      onError: (code, message) => this.#emitError(code, message, false),
+      onFatal: (err) => this.#fatal(err),
+      onStorageFailed: (err) => this.#storageFailed(err),
+    };
+  }
+
+  async #abandonStart() {
+    const discarded = this.#live?.discard(); // the upload stops at once; deleting takes a moment
+    this.#capture?.release();
+    await discarded;
+    this.#live = null;
+    this.#capture = null;
   }
 
   /**
@@ -218,24 +230,13 @@ export class Recorder extends EventTarget {
     await this.#startPromise.catch(() => {}); // stop() right after start() waits for it
     if (this.#state === "idle") throw new SpoolError("bad_state", "start() failed, there is nothing to stop.");
     if (!this.#failure) this.#setState("stopping");
-    await this.#endMediaRecorder();
-    await this.#capture; // the final chunk is numbered and stored before N is declared
-    this.#releaseInput();
+    await this.#capture.end();
     if (this.#failure) throw this.#failure;
-    const n = this.#captured;
-    const { id, token } = this.#session;
-    if (n === 0) {
-      // A recording needs at least one chunk (the server refuses `finish` with 0): drop the empty session.
-      this.#uploader?.abort();
-      await this.#store.deleteSession(id).catch(() => {});
-      deleteSession(this.#server, id, token);
-      this.#fatal(new SpoolError("empty_recording", "Nothing was recorded: the recorder produced no audio."));
-      throw this.#failure;
-    }
-    await this.#store.updateSession(id, { finished: true, expected: n }).catch((err) => this.#storageFailed(err));
+    const n = this.#capture.captured;
+    if (n === 0) return this.#dropEmpty();
     let recording;
     try {
-      recording = await this.#uploader.finish(n);
+      recording = await this.#live.finish(n);
     } catch (err) {
       this.#fatal(err);
       throw this.#failure;
@@ -246,13 +247,19 @@ export class Recorder extends EventTarget {
       const missing = JSON.stringify(recording.missing ?? []);
       this.#emitError("incomplete_recording", `The server finalized this recording without chunks ${missing} of ${n}.`, false);
     }
-    await this.#store.deleteSession(id).catch((err) => console.warn("spool: could not clean up local storage", err));
-    addRecent(this.#opts.dbName, recentEntry({ id, token, server: this.#server, createdAt: this.#createdAt }, recording));
+    await this.#live.keep(recording);
     this.#recording = recording;
-    this.#unlistenToPage();
-    this.#releaseLock?.();
+    this.#capture.release();
+    this.#live.releaseLock();
     this.#setState("ready");
     return recording;
+  }
+
+  // A recording needs at least one chunk (the server refuses `finish` with 0): drop the empty session.
+  async #dropEmpty() {
+    await this.#live.discard();
+    this.#fatal(new SpoolError("empty_recording", "Nothing was recorded: the recorder produced no audio."));
+    throw this.#failure;
   }
 
   /**
@@ -276,7 +283,7 @@ export class Recorder extends EventTarget {
    * `url` is absolute; play it with {@link Recorder.playbackUrl}.
    * @param {{ dbName?: string, server?: string }} [options]
    */
-  static recentRecordings({ dbName = "spool", server } = {}) {
+  static recentRecordings({ dbName = DEFAULTS.dbName, server } = {}) {
     const list = loadRecent(dbName);
     return server ? list.filter((r) => r.server === normalizeServer(server)) : list;
   }
@@ -287,204 +294,7 @@ export class Recorder extends EventTarget {
    * @param {string} token the session token
    */
   static playbackUrl(recording, token) {
-    return `${recording.url}${recording.url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
-  }
-
-  // ---- start -------------------------------------------------------------------------------------
-
-  async #openInput(stream) {
-    if (typeof MediaRecorder === "undefined") {
-      throw new SpoolError("unsupported", "This browser cannot record audio: it has no MediaRecorder.");
-    }
-    if (stream) {
-      this.#stream = stream;
-      return;
-    }
-    if (!navigator.mediaDevices?.getUserMedia) {
-      throw new SpoolError(
-        "unsupported",
-        globalThis.isSecureContext === false
-          ? "The microphone is only available on secure pages (HTTPS or localhost)."
-          : "This browser cannot open the microphone.",
-      );
-    }
-    this.#stream = await navigator.mediaDevices.getUserMedia({ audio: this.#opts.audio });
-    this.#ownStream = true;
-  }
-
-  #newMediaRecorder() {
-    const type = this.#opts.mimeType ?? pickMimeType();
-    const options = type ? { mimeType: type } : {};
-    if (this.#opts.audioBitsPerSecond) options.audioBitsPerSecond = this.#opts.audioBitsPerSecond;
-    const mr = new MediaRecorder(this.#stream, options);
-    let first = true; // the first chunk of every MediaRecorder carries a container header
-    mr.addEventListener("dataavailable", (ev) => {
-      if (!ev.data || ev.data.size === 0) return; // an empty blob takes no index
-      this.#onChunk(ev.data, first);
-      first = false;
-    });
-    mr.addEventListener("error", (ev) => this.#onMediaRecorderError(mr, ev));
-    mr.addEventListener("stop", () => this.#onMediaRecorderStop(mr));
-    this.#mr = mr;
-    return mr;
-  }
-
-  async #openSession() {
-    const { metadata, apiKey, dbName, durability } = this.#opts;
-    const request = { mimeType: this.#mimeType, metadata };
-    // Where the server needs an API key, the page's own backend creates the session (the key stays there).
-    const created = this.#opts.createSession
-      ? await this.#opts.createSession(request)
-      : await createSession(this.#server, { ...request, apiKey });
-    const { id, token } = created ?? {};
-    if (typeof id !== "string" || typeof token !== "string") {
-      throw new SpoolError("bad_session", "createSession must resolve with the server's {id, token, ws_url, max_chunk_bytes}.");
-    }
-    this.#session = Object.freeze({ id, token });
-    this.#maxChunkBytes = created.max_chunk_bytes ?? Infinity;
-    this.#createdAt = Date.now();
-    // Locked before it is stored, so resumePending in another tab never sees it unlocked.
-    this.#releaseLock = (await tryLock(sessionLockName(dbName, id))) ?? (() => {});
-    this.#store = await openStore(dbName, durability);
-    const record = {
-      id,
-      token,
-      server: this.#server,
-      wsUrl: created.ws_url,
-      mimeType: this.#mimeType,
-      metadata,
-      maxChunkBytes: this.#maxChunkBytes,
-      captured: 0,
-      finished: false,
-      expected: null,
-      createdAt: this.#createdAt,
-    };
-    await this.#store.putSession(record).catch((err) => this.#storageFailed(err));
-    this.#uploader = new Uploader({
-      session: record,
-      store: this.#store,
-      ...uploadTunables(this.#opts),
-      hooks: { onChange: () => this.#onUploaderChange(), onFatal: (err) => this.#fatal(err) },
-    });
-    this.#uploader.start();
-  }
-
-  async #abandonStart() {
-    this.#uploader?.abort();
-    this.#uploader = null;
-    this.#releaseInput();
-    this.#unlistenToPage();
-    if (this.#session) {
-      const { id, token } = this.#session;
-      await this.#store?.deleteSession(id).catch(() => {});
-      deleteSession(this.#server, id, token);
-    }
-    this.#releaseLock?.();
-    this.#session = null;
-    this.#mr = null;
-    this.#stream = null;
-  }
-
-  // ---- capture -----------------------------------------------------------------------------------
-
-  #onChunk(blob, firstOfRecorder) {
-    if (this.#failure) return;
-    // Numbered now, in the order MediaRecorder emits: indexes are dense and never reused.
-    const index = this.#captured++;
-    this.#bytes += blob.size;
-    const flags = index === 0 || firstOfRecorder ? FLAG_NEW_STREAM : 0;
-    this.dispatchEvent(new CustomEvent("chunk", { detail: { index, size: blob.size, data: blob } }));
-    this.#capture = this.#capture.then(() => this.#storeChunk(index, flags, blob));
-    this.#emitProgress();
-  }
-
-  /** Frames the chunk, writes it to IndexedDB, and only then hands it to the uploader. */
-  async #storeChunk(index, flags, blob) {
-    if (this.#failure) return;
-    try {
-      const payload = new Uint8Array(await blob.arrayBuffer());
-      const max = Math.min(this.#maxChunkBytes, this.#uploader?.maxChunkBytes ?? Infinity);
-      if (payload.length > max) {
-        return this.#fatal(
-          new SpoolError("chunk_too_large", `Chunk ${index} is ${payload.length} bytes, over the server's limit of ${max}: use a smaller timeslice.`),
-        );
-      }
-      const frame = encodeFrame(index, flags, payload);
-      let pinned = false;
-      try {
-        await this.#store.putChunk(this.#session.id, index, frame);
-      } catch (err) {
-        pinned = true; // still sent, from memory; only reload-safety is lost
-        this.#storageFailed(err);
-      }
-      this.#uploader?.chunkStored(index, frame, pinned);
-    } catch (err) {
-      this.#fatal(new SpoolError("capture_failed", `Chunk ${index} could not be read: ${err?.message ?? err}`, { cause: err }));
-    }
-  }
-
-  #onMediaRecorderError(mr, ev) {
-    if (mr !== this.#mr || this.#state !== "recording") return;
-    this.#emitError("recorder_error", `MediaRecorder failed: ${ev.error?.message ?? "unknown error"}`, false);
-    if (!this.#stream.getAudioTracks().some((t) => t.readyState === "live")) return;
-    // The input is still there: go on with a fresh MediaRecorder (its first chunk is flagged).
-    try {
-      this.#newMediaRecorder().start(this.#opts.timeslice);
-    } catch (err) {
-      this.#emitError("input_ended", `Recording could not continue: ${err.message}. Call stop() to keep what was recorded.`, false);
-    }
-  }
-
-  #onMediaRecorderStop(mr) {
-    if (mr !== this.#mr || this.#state !== "recording") return;
-    this.#emitError("input_ended", "The audio input stopped (unplugged or revoked). Call stop() to keep what was recorded.", false);
-  }
-
-  async #endMediaRecorder() {
-    const mr = this.#mr;
-    if (!mr || mr.state === "inactive") return;
-    await new Promise((resolve) => {
-      // The last `dataavailable` comes before `stop`; the timer only guards against a recorder that never stops.
-      const timer = setTimeout(resolve, 5_000);
-      mr.addEventListener("stop", () => (clearTimeout(timer), resolve()), { once: true });
-      try {
-        mr.stop();
-      } catch {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-  }
-
-  /** Stops the mic tracks this Recorder opened itself (never those of a stream passed in). */
-  #releaseInput() {
-    if (this.#ownStream) for (const track of this.#stream?.getTracks() ?? []) track.stop();
-    this.#ownStream = false;
-  }
-
-  // The tail since the last timeslice would die with the page: ask for it while it can still be stored.
-  #listenToPage() {
-    if (typeof window !== "object") return;
-    const flush = () => {
-      if (this.#mr?.state === "recording") {
-        try {
-          this.#mr.requestData();
-        } catch {
-          // Inactive meanwhile.
-        }
-      }
-    };
-    const onVisibility = () => document.visibilityState === "hidden" && flush();
-    window.addEventListener("pagehide", flush);
-    document.addEventListener("visibilitychange", onVisibility);
-    this.#pageListeners = [
-      () => window.removeEventListener("pagehide", flush),
-      () => document.removeEventListener("visibilitychange", onVisibility),
-    ];
-  }
-
-  #unlistenToPage() {
-    for (const off of this.#pageListeners.splice(0)) off();
+    return withToken(recording.url, token);
   }
 
   // ---- state and events --------------------------------------------------------------------------
@@ -504,16 +314,8 @@ export class Recorder extends EventTarget {
     if (this.#failure || this.#state === "ready") return;
     this.#failure = err;
     this.#uploader?.abort(err);
-    if (this.#mr?.state && this.#mr.state !== "inactive") {
-      try {
-        this.#mr.stop();
-      } catch {
-        // Already stopping.
-      }
-    }
-    this.#releaseInput();
-    this.#unlistenToPage();
-    this.#releaseLock?.();
+    this.#capture?.halt();
+    this.#live?.releaseLock();
     this.#emitError(err.code ?? "error", err.message, true, err.closeCode);
     this.#setState("failed");
   }
@@ -541,27 +343,6 @@ export class Recorder extends EventTarget {
   }
 }
 
-// ---- helpers -------------------------------------------------------------------------------------
-
 function definedOnly(options) {
   return Object.fromEntries(Object.entries(options ?? {}).filter(([, value]) => value !== undefined));
-}
-
-function describeStartError(err) {
-  if (err instanceof SpoolError) return { code: err.code, message: err.message };
-  switch (err?.name) {
-    case "NotAllowedError":
-    case "SecurityError":
-      return { code: "mic_denied", message: "Microphone access was refused." };
-    case "NotFoundError":
-    case "OverconstrainedError":
-      return { code: "mic_not_found", message: "No microphone was found." };
-    case "NotReadableError":
-    case "AbortError":
-      return { code: "mic_unavailable", message: "The microphone could not be opened (in use by another app?)." };
-    case "NotSupportedError":
-      return { code: "unsupported", message: `This browser cannot record this format: ${err.message}` };
-    default:
-      return { code: "start_failed", message: err?.message ?? String(err) };
-  }
 }
