@@ -36,6 +36,19 @@ struct Load {
     ack_p99: Duration,
 }
 
+impl Load {
+    /// One latency per chunk acknowledged within `elapsed`.
+    fn from(mut latencies: Vec<Duration>, elapsed: Duration) -> Self {
+        latencies.sort();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
+        Self {
+            chunks_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+            ack_p50: at(0.5),
+            ack_p99: at(0.99),
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<usize> = std::env::args()
@@ -129,13 +142,7 @@ async fn run_load(base: &str, connections: usize, chunks: usize, window: usize) 
         latencies.extend(task.await.unwrap());
     }
     let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    Load {
-        chunks_per_second: (connections * chunks) as f64 / elapsed.as_secs_f64(),
-        ack_p50: at(0.5),
-        ack_p99: at(0.99),
-    }
+    Load::from(latencies, elapsed)
 }
 
 /// Sends `chunks` chunks keeping at most `window` unacknowledged; returns
@@ -226,11 +233,5 @@ async fn run_paced(base: &str, recordings: usize, rate: u64, seconds: u64) -> Lo
         latencies.extend(task.await.unwrap());
     }
     let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    Load {
-        chunks_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
-        ack_p50: at(0.5),
-        ack_p99: at(0.99),
-    }
+    Load::from(latencies, elapsed)
 }

@@ -3,12 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{ONE_AT_A_TIME, browser};
+use super::browser;
 use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn the_demo_page_records_and_shows_the_recording() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let Some(browser) = browser().await else {
         return;
     };

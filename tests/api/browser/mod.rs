@@ -69,8 +69,33 @@ fn assert_exact(recording: &Value, captured: &Value) {
     );
 }
 
-/// Launches Chromium, or returns `None` when it is missing outside CI.
-async fn browser() -> Option<Browser> {
+/// A browser for one test, holding the one-at-a-time lock while it lives.
+struct TestBrowser {
+    browser: Browser,
+    _one: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for TestBrowser {
+    type Target = Browser;
+
+    fn deref(&self) -> &Browser {
+        &self.browser
+    }
+}
+
+impl TestBrowser {
+    async fn close(self) {
+        self.browser.close().await;
+    }
+}
+
+/// Waits for its turn and launches Chromium, or returns `None` when it is
+/// missing outside CI.
+async fn browser() -> Option<TestBrowser> {
+    let one = ONE_AT_A_TIME.lock().await;
     let binary = cdp::require_chromium()?;
-    Some(Browser::launch(&binary, None).await)
+    Some(TestBrowser {
+        browser: Browser::launch(&binary, None).await,
+        _one: one,
+    })
 }

@@ -5,14 +5,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::proxy::Proxy;
-use super::{
-    ONE_AT_A_TIME, assert_exact, browser, captured_digest, start_recording, stop_recording,
-};
+use super::{assert_exact, browser, captured_digest, start_recording, stop_recording};
 use crate::helpers::{ServerProcess, get_bytes, get_json, spawn_app};
 
 #[tokio::test]
 async fn a_five_second_recording_arrives_complete_and_exact_and_plays() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let Some(browser) = browser().await else {
         return;
     };
@@ -78,7 +75,6 @@ async fn a_five_second_recording_arrives_complete_and_exact_and_plays() {
 
 #[tokio::test]
 async fn dropped_sockets_during_recording_lose_nothing() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let Some(browser) = browser().await else {
         return;
     };
@@ -100,7 +96,6 @@ async fn dropped_sockets_during_recording_lose_nothing() {
 
 #[tokio::test]
 async fn a_server_killed_and_restarted_during_recording_loses_nothing() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let Some(browser) = browser().await else {
         return;
     };
@@ -127,7 +122,6 @@ async fn a_server_killed_and_restarted_during_recording_loses_nothing() {
 
 #[tokio::test]
 async fn a_reload_mid_recording_is_resumed_with_everything_captured_before_it() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let Some(browser) = browser().await else {
         return;
     };
@@ -229,7 +223,6 @@ fn probe_audio_codec(file: &[u8]) -> Option<String> {
 
 #[tokio::test]
 async fn with_an_api_key_the_page_uses_a_session_its_backend_created() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let Some(browser) = browser().await else {
         return;
     };
@@ -275,7 +268,6 @@ async fn with_an_api_key_the_page_uses_a_session_its_backend_created() {
 
 #[tokio::test]
 async fn a_page_on_another_origin_records_through_the_server() {
-    let _one = ONE_AT_A_TIME.lock().await;
     let Some(browser) = browser().await else {
         return;
     };
