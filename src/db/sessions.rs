@@ -1,6 +1,6 @@
 //! Queries on the `sessions` table.
 
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::domain::{MimeType, SessionId, TokenHash};
 
@@ -90,13 +90,13 @@ pub async fn record_connection(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::R
 
 /// Marks the session as seen (a ping or a connection still open), which
 /// postpones idle finalization.
-pub async fn touch_session(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Result<()> {
+pub async fn touch_session(conn: &mut SqliteConnection, seq: i64, now: i64) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?2) WHERE seq = ?1",
         seq,
         now
     )
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -36,6 +36,8 @@ pub(super) struct Session {
     acked: i64,
     in_flight: FuturesOrdered<PendingChunk>,
     rate: Option<RateLimit>,
+    /// When a chunk of this connection last committed (which updates `last_seen_at`).
+    committed_at: Instant,
     /// Subscribed once `finish` is accepted: tells when the recording is ready.
     finalized: Option<broadcast::Receiver<i64>>,
 }
@@ -46,6 +48,7 @@ impl Session {
         Self {
             max_chunk_bytes: app.config.max_chunk_bytes as usize,
             rate: RateLimit::new(app.config.max_chunks_per_second, Instant::now()),
+            committed_at: Instant::now(),
             app,
             base: connection.base.clone(),
             seq: row.seq,
@@ -97,9 +100,11 @@ impl Session {
             if let Err(reason) = outcome {
                 return reason;
             }
-            if touched_at.elapsed() >= touch_every {
+            // A committed chunk already marks the session as seen; touch only
+            // a connection that is open but quiet (a paused recorder pinging).
+            if self.committed_at.max(touched_at).elapsed() >= touch_every {
                 touched_at = Instant::now();
-                let _ = db::sessions::touch_session(&self.app.pool, self.seq, db::now_ms()).await;
+                self.app.writer.touch(self.seq);
             }
         }
     }
@@ -194,6 +199,7 @@ impl Session {
                 return Err(CloseReason::NotAccepting("the session was deleted".into()));
             }
         };
+        self.committed_at = Instant::now();
         // Acks coalesce naturally: a batch resolves many chunks with one value.
         if committed > self.acked {
             self.acked = committed;

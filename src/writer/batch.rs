@@ -26,6 +26,24 @@ pub(super) enum Decision {
     Finished(i64),
     CountMismatch(i64),
     BelowReceived(i64),
+    /// A touch: nothing to answer.
+    Touched,
+}
+
+/// The session's gate, read once per batch.
+async fn gate_for<'a>(
+    tx: &mut SqliteConnection,
+    gates: &'a mut HashMap<i64, Option<Gate>>,
+    session: i64,
+) -> anyhow::Result<&'a mut Option<Gate>> {
+    Ok(match gates.entry(session) {
+        Entry::Occupied(known) => known.into_mut(),
+        Entry::Vacant(new) => new.insert(
+            db::chunks::session_gate(tx, session)
+                .await
+                .context("reading a session's state")?,
+        ),
+    })
 }
 
 pub(super) struct Committed {
@@ -46,31 +64,23 @@ pub(super) async fn commit_batch(
     let mut gates: HashMap<i64, Option<Gate>> = HashMap::new();
     let mut added: HashMap<i64, Added> = HashMap::new();
     let mut decisions = Vec::with_capacity(batch.len());
+    let mut touched = Vec::new();
     for request in batch {
-        let session = match request {
-            Request::Chunk { session, .. } | Request::Finish { session, .. } => *session,
-        };
-        let gate = match gates.entry(session) {
-            Entry::Occupied(known) => known.into_mut(),
-            Entry::Vacant(new) => new.insert(
-                db::chunks::session_gate(&mut tx, session)
-                    .await
-                    .context("reading a session's state")?,
-            ),
-        };
         let decision = match request {
-            Request::Chunk { chunk, .. } => {
-                decide_chunk(
-                    &mut tx,
-                    session,
-                    gate,
-                    chunk,
-                    added.entry(session).or_default(),
-                )
-                .await?
+            Request::Chunk { session, chunk, .. } => {
+                let gate = gate_for(&mut tx, &mut gates, *session).await?;
+                let added = added.entry(*session).or_default();
+                decide_chunk(&mut tx, *session, gate, chunk, added).await?
             }
-            Request::Finish { chunks, .. } => {
-                decide_finish(&mut tx, session, gate, *chunks, now).await?
+            Request::Finish {
+                session, chunks, ..
+            } => {
+                let gate = gate_for(&mut tx, &mut gates, *session).await?;
+                decide_finish(&mut tx, *session, gate, *chunks, now).await?
+            }
+            Request::Touch { session } => {
+                touched.push(*session);
+                Decision::Touched
             }
         };
         decisions.push(decision);
@@ -87,6 +97,9 @@ pub(super) async fn commit_batch(
         };
         any_complete |= gate.expected_chunks.is_some_and(|n| value >= n);
         committed.insert(*session, value);
+    }
+    for session in touched {
+        db::sessions::touch_session(&mut tx, session, now).await?;
     }
     tx.commit().await.context("committing the batch")?;
     Ok(Committed {
@@ -205,6 +218,7 @@ pub(super) fn answer(
                 };
                 let _ = reply.send(Ok(outcome));
             }
+            Request::Touch { .. } => {}
         }
     }
 }
@@ -216,6 +230,7 @@ pub(super) fn fail(batch: Vec<Request>, err: Arc<anyhow::Error>) {
             Request::Finish { reply, .. } => {
                 drop(reply.send(Err(WriteError::Storage(err.clone()))))
             }
+            Request::Touch { .. } => {}
         }
     }
 }

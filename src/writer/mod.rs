@@ -91,6 +91,9 @@ enum Request {
         chunks: i64,
         reply: oneshot::Sender<Result<FinishOutcome, WriteError>>,
     },
+    /// The session's client is still connected (keeps the idle finalizer
+    /// away). Rides in the next batch instead of taking the write lock itself.
+    Touch { session: i64 },
 }
 
 /// Cheap to clone; every connection holds one.
@@ -140,6 +143,11 @@ impl WriterHandle {
             })
             .map_err(|_| WriteError::Stopped)?;
         pending.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Marks the session as seen, in the next batch; best effort.
+    pub fn touch(&self, session: i64) {
+        let _ = self.requests.send(Request::Touch { session });
     }
 }
 
@@ -216,7 +224,7 @@ fn take_batch(waiting: &mut Vec<Request>) -> Vec<Request> {
     for request in waiting.iter() {
         let size = match request {
             Request::Chunk { chunk, .. } => chunk.payload.len(),
-            Request::Finish { .. } => 0,
+            Request::Finish { .. } | Request::Touch { .. } => 0,
         };
         if take > 0 && bytes + size > MAX_BATCH_BYTES {
             break;

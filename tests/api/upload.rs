@@ -134,3 +134,26 @@ async fn acks_are_cumulative_and_never_run_ahead_of_the_database() {
     }
     assert_eq!(last, 300);
 }
+
+#[tokio::test]
+async fn a_connected_quiet_client_is_not_finalized_as_idle_until_it_leaves() {
+    let app = crate::helpers::spawn_app_with(|c| {
+        c.idle_finalize_after = std::time::Duration::from_secs(1)
+    })
+    .await;
+    let session = app.create_session().await;
+    let (mut ws, _) = Ws::ready(&app, &session).await;
+    ws.send_chunk(0, b"paused after this").await;
+    assert_eq!(ws.wait_ack(1).await, 1);
+    // Three idle limits of pings only, as a paused recorder sends.
+    for _ in 0..15 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        ws.send_json(json!({"type": "ping"})).await;
+        assert_eq!(ws.recv_json().await, json!({"type": "pong"}));
+    }
+    assert_eq!(app.get_session(&session).await["state"], "recording");
+    drop(ws);
+    let status = app.wait_finalized(&session).await;
+    assert_eq!(status["state"], "ready");
+    assert_eq!(status["recording"]["complete"], false);
+}
