@@ -77,13 +77,17 @@ pub async fn find_session(pool: &SqlitePool, id: &SessionId) -> sqlx::Result<Opt
 }
 
 /// Counts a new WebSocket connection and marks the session as seen.
-pub async fn record_connection(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Result<()> {
+pub async fn record_connection(
+    conn: &mut SqliteConnection,
+    seq: i64,
+    now: i64,
+) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE sessions SET connections = connections + 1, last_seen_at = MAX(last_seen_at, ?2) WHERE seq = ?1",
         seq,
         now
     )
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -115,9 +115,7 @@ impl Session {
             tracing::error!(error = %e, "greeting a connection");
             CloseReason::Internal
         };
-        db::sessions::record_connection(&self.app.pool, self.seq, db::now_ms())
-            .await
-            .map_err(internal)?;
+        self.app.writer.connected(self.seq);
         let id = SessionId::parse(&self.id).map_err(|_| CloseReason::Internal)?;
         let row = db::sessions::find_session(&self.app.pool, &id)
             .await

@@ -78,8 +78,8 @@ pub(super) async fn commit_batch(
                 let gate = gate_for(&mut tx, &mut gates, *session).await?;
                 decide_finish(&mut tx, *session, gate, *chunks, now).await?
             }
-            Request::Touch { session } => {
-                touched.push(*session);
+            Request::Touch { session, connected } => {
+                touched.push((*session, *connected));
                 Decision::Touched
             }
         };
@@ -98,8 +98,12 @@ pub(super) async fn commit_batch(
         any_complete |= gate.expected_chunks.is_some_and(|n| value >= n);
         committed.insert(*session, value);
     }
-    for session in touched {
-        db::sessions::touch_session(&mut tx, session, now).await?;
+    for (session, connected) in touched {
+        if connected {
+            db::sessions::record_connection(&mut tx, session, now).await?;
+        } else {
+            db::sessions::touch_session(&mut tx, session, now).await?;
+        }
     }
     tx.commit().await.context("committing the batch")?;
     Ok(Committed {

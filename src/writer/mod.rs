@@ -91,9 +91,11 @@ enum Request {
         chunks: i64,
         reply: oneshot::Sender<Result<FinishOutcome, WriteError>>,
     },
-    /// The session's client is still connected (keeps the idle finalizer
-    /// away). Rides in the next batch instead of taking the write lock itself.
-    Touch { session: i64 },
+    /// A client connected (`connected`) or is still connected: counts the
+    /// connection and keeps the idle finalizer away. Rides in the next batch
+    /// instead of taking the write lock itself, which a reconnect storm of
+    /// thousands of sockets would otherwise do thousands of times.
+    Touch { session: i64, connected: bool },
 }
 
 /// Cheap to clone; every connection holds one.
@@ -147,7 +149,18 @@ impl WriterHandle {
 
     /// Marks the session as seen, in the next batch; best effort.
     pub fn touch(&self, session: i64) {
-        let _ = self.requests.send(Request::Touch { session });
+        let _ = self.requests.send(Request::Touch {
+            session,
+            connected: false,
+        });
+    }
+
+    /// Counts a new connection and marks the session as seen, in the next batch; best effort.
+    pub fn connected(&self, session: i64) {
+        let _ = self.requests.send(Request::Touch {
+            session,
+            connected: true,
+        });
     }
 }
 
