@@ -10,7 +10,10 @@
 //! - [`finalize`]: the background job that joins a session's chunks into its recording.
 //! - [`storage`]: where finished recordings live (a local directory).
 //! - [`db`]: SQLite queries, one function each; [`domain`]: parsed, validated types.
+//! - [`state`]: the `AppState` every handler shares; [`metrics`]: counters for `/metrics`.
 //! - [`protocol`]: the wire protocol, as documentation.
+//! - `src/web/`: the browser client modules and the demo page, embedded in the
+//!   binary and served by `http::web`.
 //!
 //! A chunk flows: socket → [`ingest`] (parse, check CRC) → [`writer`] (commit) →
 //! ack to the socket. A finished session flows: [`finalize`] → [`storage`] →
