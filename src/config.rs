@@ -1,4 +1,7 @@
 //! Settings: every one is a command-line flag and a `SPOOL_*` environment variable.
+//!
+//! Doc comments on the fields are also the `--help` text, so URLs stay bare.
+#![allow(rustdoc::bare_urls)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

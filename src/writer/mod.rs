@@ -6,7 +6,7 @@
 //! `synchronous=FULL` makes it), and only then answers each submitter. SQLite
 //! has no group commit across connections, so this is where it is built: one
 //! fsync covers the whole batch. A lone chunk is committed at once; under load
-//! batches grow up to [`MAX_BATCH_ROWS`] / [`MAX_BATCH_BYTES`].
+//! batches grow up to `MAX_BATCH_ROWS` / `MAX_BATCH_BYTES`.
 
 mod batch;
 
