@@ -137,12 +137,16 @@ async fn run_load(base: &str, connections: usize, chunks: usize, window: usize) 
             tokio::spawn(upload(url, chunks, window))
         })
         .collect();
+    gather(tasks, started).await
+}
+
+/// Waits for every upload task; their latencies over the time since `started`.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Vec<Duration>>>, started: Instant) -> Load {
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await.unwrap());
     }
-    let elapsed = started.elapsed();
-    Load::from(latencies, elapsed)
+    Load::from(latencies, started.elapsed())
 }
 
 /// Sends `chunks` chunks keeping at most `window` unacknowledged; returns
@@ -228,10 +232,5 @@ async fn run_paced(base: &str, recordings: usize, rate: u64, seconds: u64) -> Lo
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
-    }
-    let elapsed = started.elapsed();
-    Load::from(latencies, elapsed)
+    gather(tasks, started).await
 }

@@ -93,15 +93,6 @@ impl Credential {
             (Some(_), _) => Err(ApiError::Unauthorized),
         }
     }
-
-    pub fn authorize_admin(&self, state: &AppState) -> Result<(), ApiError> {
-        match (&state.admin_token, &self.0) {
-            (None, _) => Err(ApiError::Forbidden),
-            (Some(_), None) => Err(ApiError::Unauthorized),
-            _ if self.is_admin(state) => Ok(()),
-            _ => Err(ApiError::Unauthorized),
-        }
-    }
 }
 
 #[cfg(test)]

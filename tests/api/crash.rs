@@ -17,9 +17,7 @@ async fn kill_9_mid_upload_loses_no_acknowledged_chunk() {
 
     let mut ws = server.connect(&id, &token).await;
     assert_eq!(ws.recv_json().await["type"], "ready");
-    for (i, chunk) in chunks.iter().enumerate() {
-        ws.send_chunk(i as u32, chunk).await;
-    }
+    ws.send_all(&chunks, 0).await;
     // Kill as soon as part of the upload is acknowledged; the rest is in flight.
     let last_ack = ws.wait_ack(100).await;
     server.kill9().await;
@@ -33,9 +31,7 @@ async fn kill_9_mid_upload_loses_no_acknowledged_chunk() {
         committed >= last_ack,
         "ready.committed {committed} is below the last ack {last_ack}"
     );
-    for (i, chunk) in chunks.iter().enumerate().skip(committed as usize) {
-        ws.send_chunk(i as u32, chunk).await;
-    }
+    ws.send_all(&chunks, committed as usize).await;
     ws.send_json(json!({"type": "finish", "chunks": chunks.len()}))
         .await;
     let finalized = loop {
@@ -71,9 +67,7 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
     let (id, token) = server.create_session().await;
     let mut ws = server.connect(&id, &token).await;
     assert_eq!(ws.recv_json().await["type"], "ready");
-    for (i, chunk) in chunks.iter().enumerate() {
-        ws.send_chunk(i as u32, chunk).await;
-    }
+    ws.send_all(&chunks, 0).await;
     ws.wait_ack(50).await;
     server.kill9().await;
 

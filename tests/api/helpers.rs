@@ -193,6 +193,13 @@ impl Ws {
             .await;
     }
 
+    /// Sends chunks `from..` of `chunks`, in order.
+    pub async fn send_all(&mut self, chunks: &[Vec<u8>], from: usize) {
+        for (i, chunk) in chunks.iter().enumerate().skip(from) {
+            self.send_chunk(i as u32, chunk).await;
+        }
+    }
+
     pub async fn send_binary(&mut self, frame: Vec<u8>) {
         self.stream
             .send(Message::Binary(frame.into()))

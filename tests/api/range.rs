@@ -15,9 +15,7 @@ async fn ready_recording(app: &TestApp) -> (Created, Vec<u8>) {
         .await;
     let chunks = payloads(20, 7);
     let (mut ws, _) = Ws::ready(app, &session).await;
-    for (i, chunk) in chunks.iter().enumerate() {
-        ws.send_chunk(i as u32, chunk).await;
-    }
+    ws.send_all(&chunks, 0).await;
     ws.wait_ack(20).await;
     ws.send_json(json!({"type": "finish", "chunks": 20})).await;
     assert_eq!(app.wait_finalized(&session).await["state"], "ready");

@@ -107,9 +107,7 @@ async fn acks_are_cumulative_and_never_run_ahead_of_the_database() {
     ws.send_chunk(0, &chunks[0]).await;
     assert_eq!(ws.recv_json().await, json!({"type": "ack", "committed": 2}));
 
-    for (i, chunk) in chunks.iter().enumerate().skip(2) {
-        ws.send_chunk(i as u32, chunk).await;
-    }
+    ws.send_all(&chunks, 2).await;
     let mut last = 2;
     while last < 300 {
         let ack = ws.recv_json().await;

@@ -132,6 +132,13 @@ impl Browser {
         page
     }
 
+    /// The first page, navigated to `url`.
+    pub async fn open(&self, url: &str) -> Page {
+        let mut page = self.page().await;
+        page.goto(url).await;
+        page
+    }
+
     pub async fn close(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;

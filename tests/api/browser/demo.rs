@@ -12,8 +12,7 @@ async fn the_demo_page_records_and_shows_the_recording() {
         return;
     };
     let app = spawn_app().await;
-    let mut page = browser.page().await;
-    page.goto(&app.url("/")).await;
+    let mut page = browser.open(&app.url("/")).await;
     page.wait_for(
         "document.querySelector('#record') && !document.querySelector('#record').disabled",
     )

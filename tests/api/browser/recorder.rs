@@ -14,8 +14,7 @@ async fn a_five_second_recording_arrives_complete_and_exact_and_plays() {
         return;
     };
     let app = spawn_app().await;
-    let mut page = browser.page().await;
-    page.goto(&app.url("/healthz")).await;
+    let mut page = browser.open(&app.url("/healthz")).await;
 
     let session = start_recording(&mut page).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -80,8 +79,7 @@ async fn dropped_sockets_during_recording_lose_nothing() {
     };
     let app = spawn_app().await;
     let proxy = Proxy::start(app.url("").trim_start_matches("http://").parse().unwrap()).await;
-    let mut page = browser.page().await;
-    page.goto(&format!("{}/healthz", proxy.origin())).await;
+    let mut page = browser.open(&format!("{}/healthz", proxy.origin())).await;
 
     start_recording(&mut page).await;
     for _ in 0..4 {
@@ -102,8 +100,7 @@ async fn a_server_killed_and_restarted_during_recording_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path(), &[]).await;
     let proxy = Proxy::start(server.base.trim_start_matches("http://").parse().unwrap()).await;
-    let mut page = browser.page().await;
-    page.goto(&format!("{}/healthz", proxy.origin())).await;
+    let mut page = browser.open(&format!("{}/healthz", proxy.origin())).await;
 
     start_recording(&mut page).await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
@@ -126,8 +123,7 @@ async fn a_reload_mid_recording_is_resumed_with_everything_captured_before_it() 
         return;
     };
     let app = spawn_app().await;
-    let mut page = browser.page().await;
-    page.goto(&app.url("/healthz")).await;
+    let mut page = browser.open(&app.url("/healthz")).await;
 
     let session = start_recording(&mut page).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -227,8 +223,7 @@ async fn with_an_api_key_the_page_uses_a_session_its_backend_created() {
         return;
     };
     let app = crate::helpers::spawn_app_with(|c| c.api_key = Some("backend-secret".into())).await;
-    let mut page = browser.page().await;
-    page.goto(&app.url("/healthz")).await;
+    let mut page = browser.open(&app.url("/healthz")).await;
 
     // Without the key the server refuses, and the client says so.
     let refused = page
