@@ -9,6 +9,7 @@
 //!   connection in one transaction before anything is acknowledged.
 //! - [`finalize`]: the background job that joins a session's chunks into its recording.
 //! - [`storage`]: where finished recordings live (a local directory).
+//! - [`sweep`]: removes deleted sessions' data and whatever a crash left behind.
 //! - [`db`]: SQLite queries, one function each; [`domain`]: parsed, validated types.
 //! - [`state`]: the `AppState` every handler shares; [`metrics`]: counters for `/metrics`.
 //! - [`protocol`]: the wire protocol, as documentation.
@@ -30,6 +31,7 @@ pub mod protocol;
 pub mod startup;
 pub mod state;
 pub mod storage;
+pub mod sweep;
 pub mod writer;
 
 pub use config::Config;

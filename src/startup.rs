@@ -19,6 +19,7 @@ use crate::ingest::ConnectionRegistry;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::storage::LocalRecordings;
+use crate::sweep::{self, Sweeper};
 use crate::{http, writer};
 
 /// A built server: bound, migrated, writer running; not yet serving.
@@ -54,7 +55,6 @@ impl App {
                 "resuming finalize of sessions interrupted by the last stop"
             );
         }
-        sweep_garbage_chunks(&pool).await?;
         let recordings = LocalRecordings::open(config.recordings_dir()).await?;
         let metrics = Arc::new(Metrics::default());
         let wakeup = Arc::new(Notify::new());
@@ -73,6 +73,7 @@ impl App {
             pool: pool.clone(),
             writer,
             recordings: recordings.clone(),
+            sweeper: Sweeper::new(pool.clone(), recordings.clone()),
             metrics: metrics.clone(),
             connections: ConnectionRegistry::default(),
             finalized: finalized.clone(),
@@ -129,6 +130,7 @@ impl App {
 
         let finalize_stop = CancellationToken::new();
         let finalize_task = tokio::spawn(finalize::run(finalizer, finalize_stop.clone()));
+        let sweep_task = tokio::spawn(sweep::run(state.sweeper.clone(), finalize_stop.clone()));
         let stopping = state.shutdown.clone();
         let signal = async move {
             shutdown.await;
@@ -144,6 +146,7 @@ impl App {
         state.tasks.wait().await;
         finalize_stop.cancel();
         finalize_task.await.context("the finalize job panicked")?;
+        sweep_task.await.context("the sweep panicked")?;
         writer_stop.cancel();
         writer_task.await.context("the chunk writer panicked")?;
         state.pool.close().await;
@@ -171,22 +174,4 @@ fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
             Err(e).with_context(|| format!("locking {}", path.display()))
         }
     }
-}
-
-/// Deletes the chunks of sessions that are ready or deleted: left behind when
-/// the process stopped between marking a session and deleting its chunks.
-async fn sweep_garbage_chunks(pool: &sqlx::SqlitePool) -> anyhow::Result<()> {
-    for seq in db::chunks::sessions_with_garbage(pool)
-        .await
-        .context("looking for leftover chunks")?
-    {
-        let deleted = db::chunks::delete_all(pool, seq)
-            .await
-            .context("deleting leftover chunks")?;
-        tracing::info!(
-            chunks = deleted,
-            "deleted chunks left behind by the last stop"
-        );
-    }
-    Ok(())
 }

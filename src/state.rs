@@ -12,6 +12,7 @@ use crate::domain::Secret;
 use crate::ingest::ConnectionRegistry;
 use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;
+use crate::sweep::Sweeper;
 use crate::writer::WriterHandle;
 
 #[derive(Clone)]
@@ -19,6 +20,8 @@ pub struct AppState {
     pub pool: SqlitePool,
     pub writer: WriterHandle,
     pub recordings: LocalRecordings,
+    /// Removes deleted sessions' data.
+    pub sweeper: Sweeper,
     pub config: Arc<Config>,
     pub api_key: Option<Secret>,
     pub admin_token: Option<Secret>,
@@ -29,6 +32,7 @@ pub struct AppState {
     pub finalized: broadcast::Sender<i64>,
     /// Cancelled when the server starts shutting down: sockets drain and close with 1001.
     pub shutdown: CancellationToken,
-    /// Tracks WebSocket tasks, which axum's graceful shutdown does not wait for.
+    /// Tracks WebSocket tasks and deletes in progress, which axum's graceful
+    /// shutdown does not wait for.
     pub tasks: TaskTracker,
 }

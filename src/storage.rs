@@ -96,6 +96,21 @@ impl LocalRecordings {
             Err(e) => Err(e).context("deleting a recording"),
         }
     }
+
+    /// The keys of every recording stored (temporary files left out).
+    pub async fn keys(&self) -> anyhow::Result<Vec<String>> {
+        let mut entries = fs::read_dir(&self.dir)
+            .await
+            .with_context(|| format!("listing {}", self.dir.display()))?;
+        let mut keys = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.contains(TEMP_MARKER) {
+                keys.push(name);
+            }
+        }
+        Ok(keys)
+    }
 }
 
 /// A recording being written. Dropped without `commit`, it leaves only a

@@ -209,14 +209,13 @@ pub async fn delete_all(pool: &SqlitePool, seq: i64) -> sqlx::Result<u64> {
     }
 }
 
-/// Sessions whose chunks are garbage — ready, or deleted — because the
-/// process stopped between marking the session and deleting its chunks.
-pub async fn sessions_with_garbage(pool: &SqlitePool) -> sqlx::Result<Vec<i64>> {
+/// The smallest session key above `after` that has any chunk: walking the
+/// primary key this way visits each session once, without scanning chunks.
+pub async fn next_session_with_chunks(pool: &SqlitePool, after: i64) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar!(
-        r#"SELECT DISTINCT c.session AS "session!" FROM chunks c
-           LEFT JOIN sessions s ON s.seq = c.session
-           WHERE s.seq IS NULL OR s.state = 'ready'"#
+        r#"SELECT MIN(session) AS "session: i64" FROM chunks WHERE session > ?1"#,
+        after
     )
-    .fetch_all(pool)
+    .fetch_one(pool)
     .await
 }

@@ -18,6 +18,8 @@ pub struct Claim {
     pub expected_chunks: Option<i64>,
     pub committed: i64,
     pub max_index: Option<i64>,
+    pub chunks_received: i64,
+    pub bytes_received: i64,
     /// Failed attempts before this one.
     pub finalize_attempts: i64,
 }
@@ -41,7 +43,8 @@ pub async fn claim_next(
                       OR (expected_chunks IS NOT NULL AND committed >= expected_chunks)
                       OR last_seen_at < ?3)
                ORDER BY last_seen_at LIMIT 1)
-           RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index, finalize_attempts"#,
+           RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index,
+                     chunks_received, bytes_received, finalize_attempts"#,
         now,
         lease_cutoff,
         idle_cutoff
@@ -57,7 +60,8 @@ pub async fn claim_session(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Resul
         Claim,
         r#"UPDATE sessions SET finalize_claimed_at = ?2, state = 'finishing', updated_at = ?2
            WHERE seq = ?1 AND state IN ('recording', 'finishing')
-           RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index, finalize_attempts"#,
+           RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index,
+                     chunks_received, bytes_received, finalize_attempts"#,
         seq,
         now
     )
@@ -95,7 +99,8 @@ pub enum MarkedReady {
     Ready,
     /// The session was deleted meanwhile: its recording is garbage.
     Deleted,
-    /// The session exists but is no longer `finishing`: leave everything alone.
+    /// The session is no longer `finishing` (another step made it ready):
+    /// leave everything alone.
     NotFinishing,
 }
 
@@ -128,10 +133,13 @@ pub async fn mark_ready(
     .await?;
     let outcome = if updated.rows_affected() == 1 {
         MarkedReady::Ready
-    } else if sqlx::query_scalar!("SELECT 1 AS one FROM sessions WHERE seq = ?1", seq)
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some()
+    } else if sqlx::query_scalar!(
+        "SELECT 1 AS one FROM sessions WHERE seq = ?1 AND state != 'deleted'",
+        seq
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .is_some()
     {
         MarkedReady::NotFinishing
     } else {
@@ -141,7 +149,8 @@ pub async fn mark_ready(
     Ok(outcome)
 }
 
-/// Ends the session as failed (it has nothing to join).
+/// Ends the session as failed (it has nothing to join); its chunks are
+/// deleted afterwards, like a ready session's.
 pub async fn mark_failed(pool: &SqlitePool, seq: i64, reason: &str, now: i64) -> sqlx::Result<()> {
     sqlx::query!(
         "UPDATE sessions SET state = 'failed', failure_reason = ?2, updated_at = ?3, finalize_claimed_at = NULL
@@ -156,22 +165,23 @@ pub async fn mark_failed(pool: &SqlitePool, seq: i64, reason: &str, now: i64) ->
 }
 
 /// Counts a failed attempt, notes why, and moves the claim so the session
-/// is taken again only after `retry_after_ms`. Returns the attempts so far.
+/// is taken again only after `retry_after_ms`. Returns the attempts so far,
+/// or `None` if the session is no longer being finalized (deleted meanwhile).
 pub async fn record_attempt_failed(
     pool: &SqlitePool,
     seq: i64,
     reason: &str,
     retry_after_ms: i64,
     now: i64,
-) -> sqlx::Result<i64> {
+) -> sqlx::Result<Option<i64>> {
     let claimable_at = now - LEASE_MS + retry_after_ms;
     sqlx::query_scalar!(
         "UPDATE sessions SET finalize_attempts = finalize_attempts + 1, finalize_claimed_at = ?2, failure_reason = ?3
-         WHERE seq = ?1 RETURNING finalize_attempts",
+         WHERE seq = ?1 AND state IN ('recording', 'finishing') RETURNING finalize_attempts",
         seq,
         claimable_at,
         reason
     )
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await
 }

@@ -60,6 +60,7 @@ pub async fn insert_session(pool: &SqlitePool, new: NewSession<'_>, now: i64) ->
     Ok(())
 }
 
+/// The session with this public id, unless it does not exist or is deleted.
 pub async fn find_session(pool: &SqlitePool, id: &SessionId) -> sqlx::Result<Option<SessionRow>> {
     let id = id.as_str();
     sqlx::query_as!(
@@ -69,7 +70,7 @@ pub async fn find_session(pool: &SqlitePool, id: &SessionId) -> sqlx::Result<Opt
                   updated_at, last_seen_at, finalize_claimed_at, failure_reason, recording_bytes,
                   recording_sha256, recording_source_bytes, recording_source_sha256,
                   recording_duration_ms, recording_complete AS "recording_complete: bool", recording_missing
-           FROM sessions WHERE public_id = ?1"#,
+           FROM sessions WHERE public_id = ?1 AND state != 'deleted'"#,
         id
     )
     .fetch_optional(pool)
@@ -105,11 +106,63 @@ pub async fn touch_session(conn: &mut SqliteConnection, seq: i64, now: i64) -> s
     Ok(())
 }
 
-/// Deletes the session row; its chunks are then garbage for
-/// `chunks::delete_all`. Returns false if it was already gone.
-pub async fn delete_session(pool: &SqlitePool, seq: i64) -> sqlx::Result<bool> {
-    let deleted = sqlx::query!("DELETE FROM sessions WHERE seq = ?1", seq)
-        .execute(pool)
-        .await?;
-    Ok(deleted.rows_affected() == 1)
+/// Marks the session deleted: from this commit on it is invisible, takes no
+/// chunk and cannot be finalized; [`crate::sweep`] then removes its data.
+/// Returns false if it was already deleted or gone.
+pub async fn mark_deleted(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Result<bool> {
+    let marked = sqlx::query!(
+        "UPDATE sessions SET state = 'deleted', updated_at = ?2, finalize_claimed_at = NULL
+         WHERE seq = ?1 AND state != 'deleted'",
+        seq,
+        now
+    )
+    .execute(pool)
+    .await?;
+    Ok(marked.rows_affected() == 1)
+}
+
+/// Removes a deleted session's row: the last step, once its chunks and
+/// recording are gone. Keys are never reused, so nothing can refer to it again.
+pub async fn remove_deleted(pool: &SqlitePool, seq: i64) -> sqlx::Result<()> {
+    sqlx::query!(
+        "DELETE FROM sessions WHERE seq = ?1 AND state = 'deleted'",
+        seq
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Sessions marked deleted whose data is still being removed, by key, after `after`.
+pub async fn deleted_sessions(
+    pool: &SqlitePool,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<(i64, String)>> {
+    let rows = sqlx::query!(
+        r#"SELECT seq AS "seq!", public_id FROM sessions WHERE state = 'deleted' AND seq > ?1
+           ORDER BY seq LIMIT ?2"#,
+        after,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.seq, r.public_id)).collect())
+}
+
+/// The state of the session with this key, deleted included; `None` if the row is gone.
+pub async fn state_by_seq(pool: &SqlitePool, seq: i64) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("SELECT state FROM sessions WHERE seq = ?1", seq)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The state of the session with this public id, deleted included.
+pub async fn state_by_public_id(
+    pool: &SqlitePool,
+    public_id: &str,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar!("SELECT state FROM sessions WHERE public_id = ?1", public_id)
+        .fetch_optional(pool)
+        .await
 }

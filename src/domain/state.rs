@@ -1,4 +1,5 @@
-//! The session life cycle: recording → finishing → ready | failed.
+//! The session life cycle: recording → finishing → ready | failed, and
+//! `deleted` from any state until the sweep has removed the session's data.
 
 use serde::Serialize;
 
@@ -11,8 +12,11 @@ pub enum SessionState {
     Finishing,
     /// The recording is durable and served.
     Ready,
-    /// Finalize gave up; `failure_reason` says why.
+    /// Nothing could be joined (chunk 0 never arrived); `failure_reason` says why.
     Failed,
+    /// Deleted: invisible to every API; its chunks, recording and row are
+    /// being removed (by the delete request, or by the sweep after a crash).
+    Deleted,
 }
 
 impl SessionState {
@@ -22,6 +26,7 @@ impl SessionState {
             "finishing" => Ok(Self::Finishing),
             "ready" => Ok(Self::Ready),
             "failed" => Ok(Self::Failed),
+            "deleted" => Ok(Self::Deleted),
             _ => Err(UnknownState(raw.to_owned())),
         }
     }
@@ -32,6 +37,7 @@ impl SessionState {
             Self::Finishing => "finishing",
             Self::Ready => "ready",
             Self::Failed => "failed",
+            Self::Deleted => "deleted",
         }
     }
 
@@ -56,6 +62,7 @@ mod tests {
             SessionState::Finishing,
             SessionState::Ready,
             SessionState::Failed,
+            SessionState::Deleted,
         ] {
             assert_eq!(SessionState::parse(s.as_str()).unwrap(), s);
         }

@@ -6,8 +6,8 @@
 //! deletes its chunks (in slices, so the writer never waits long). A crash
 //! before `ready` leaves the claim, which the next start releases, and the
 //! step runs again from the chunks; the old temporary file is swept and the
-//! rename is atomic. A crash after `ready` leaves garbage chunks, which the
-//! next start deletes. There is never a half file served nor a chunk deleted
+//! rename is atomic. A crash after `ready` leaves garbage chunks, which
+//! [`crate::sweep`] deletes. There is never a half file served nor a chunk deleted
 //! too soon. A failing step is retried with backoff, never abandoned.
 
 pub mod join;
@@ -26,6 +26,7 @@ use crate::db::{self, finalize::Claim, finalize::MarkedReady, finalize::Recordin
 use crate::domain::MimeType;
 use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;
+use crate::sweep::Sweeper;
 
 /// How often idle sessions are looked for when nothing wakes the job.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -35,8 +36,10 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 pub enum Outcome {
     /// This session is now `ready`.
     Ready(String),
-    /// This session is now `failed`: it had nothing to join.
+    /// This session is now `failed`: chunk 0 never arrived.
     Failed(String),
+    /// This session never received a chunk and was removed.
+    Removed(String),
     /// This session's step failed; it is taken again after a backoff.
     Retrying(String),
     /// This session was deleted while it was being finalized.
@@ -91,10 +94,7 @@ impl Finalizer {
         let id = claim.public_id.clone();
         let now = db::now_ms();
         let Some(facts) = self.build_recording(claim).await? else {
-            tracing::warn!("no chunks were received; session failed");
-            db::finalize::mark_failed(&self.pool, claim.seq, "no chunks were received", now)
-                .await?;
-            return Ok(Outcome::Failed(id));
+            return self.nothing_to_join(claim, now).await;
         };
         let marked = db::finalize::mark_ready(&self.pool, claim.seq, &facts, now)
             .await
@@ -122,9 +122,38 @@ impl Finalizer {
         }
         // The file is durable and the session says so: the chunks are garbage now.
         if let Err(e) = db::chunks::delete_all(&self.pool, claim.seq).await {
-            tracing::warn!(error = %e, "could not delete a ready session's chunks; the next start sweeps them");
+            tracing::warn!(error = %e, "could not delete a ready session's chunks; the sweep retries");
         }
         Ok(Outcome::Ready(id))
+    }
+
+    /// Chunk 0 never arrived, so nothing can be joined. A session that never
+    /// received any chunk is abandoned and removed; one that received later
+    /// chunks ends `failed`, saying what arrived, and those chunks (never
+    /// acknowledged: acks cover only the prefix from chunk 0) are released.
+    async fn nothing_to_join(&self, claim: &Claim, now: i64) -> anyhow::Result<Outcome> {
+        let id = claim.public_id.clone();
+        if claim.chunks_received == 0 {
+            if db::sessions::mark_deleted(&self.pool, claim.seq, now).await? {
+                tracing::info!("no chunk ever arrived; abandoned session removed");
+            }
+            Sweeper::new(self.pool.clone(), self.recordings.clone())
+                .purge(claim.seq, &id)
+                .await?;
+            return Ok(Outcome::Removed(id));
+        }
+        let reason = format!(
+            "chunk 0 never arrived, so nothing could be joined; {} later chunks ({} bytes, indexes up to {}) were discarded",
+            claim.chunks_received,
+            claim.bytes_received,
+            claim.max_index.unwrap_or_default()
+        );
+        tracing::warn!(reason, "session failed");
+        db::finalize::mark_failed(&self.pool, claim.seq, &reason, now).await?;
+        db::chunks::delete_all(&self.pool, claim.seq)
+            .await
+            .context("releasing a failed session's chunks")?;
+        Ok(Outcome::Failed(id))
     }
 
     /// A step failed (a full disk, say): keep the claim, so no chunk can be
@@ -144,8 +173,12 @@ impl Finalizer {
         )
         .await
         {
-            Ok(attempts) => {
+            Ok(Some(attempts)) => {
                 tracing::error!(error = %format!("{err:#}"), attempts, retry_in = ?delay, "finalize failed")
+            }
+            Ok(None) => {
+                tracing::info!("session deleted while finalizing; nothing to retry");
+                return Outcome::Discarded(claim.public_id.clone());
             }
             Err(e) => {
                 tracing::error!(error = %format!("{err:#}"), count_error = %e, "finalize failed")
@@ -218,6 +251,7 @@ pub async fn run(finalizer: Finalizer, stop: CancellationToken) {
             Ok(
                 Outcome::Ready(_)
                 | Outcome::Failed(_)
+                | Outcome::Removed(_)
                 | Outcome::Retrying(_)
                 | Outcome::Discarded(_),
             ) => backoff = POLL_EVERY,

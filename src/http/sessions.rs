@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::db::{self, sessions::NewSession, sessions::SessionRow};
-use crate::domain::{MimeType, SessionId, Token};
+use crate::domain::{MimeType, SessionId, SessionState, Token};
 use crate::http::ApiError;
 use crate::http::auth::Credential;
 use crate::http::extract::{BaseUrl, JsonBody, SessionPath};
@@ -149,6 +149,9 @@ fn finish_refusal(outcome: FinishOutcome) -> ApiError {
             "invalid_chunk_count",
             format!("chunk {max_index} was already received"),
         ),
+        FinishOutcome::NotAccepting {
+            state: SessionState::Deleted,
+        } => ApiError::NotFound("session"),
         FinishOutcome::NotAccepting { state } => ApiError::conflict(
             "session_closed",
             format!("the session is {}", state.as_str()),
@@ -159,6 +162,10 @@ fn finish_refusal(outcome: FinishOutcome) -> ApiError {
     }
 }
 
+/// Marks the session deleted (one commit: from then on it is gone for every
+/// API, socket and finalize step), then removes its data in a task of its
+/// own, so a client that hangs up cannot stop it half way; a crash leaves the
+/// mark, and the sweep finishes the job.
 async fn delete_session(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
@@ -166,10 +173,20 @@ async fn delete_session(
 ) -> Result<StatusCode, ApiError> {
     let row = load_session(&state, &id).await?;
     credential.authorize_session(&state, &row)?;
-    db::sessions::delete_session(&state.pool, row.seq).await?;
-    db::chunks::delete_all(&state.pool, row.seq).await?;
+    if !db::sessions::mark_deleted(&state.pool, row.seq, db::now_ms()).await? {
+        return Err(ApiError::NotFound("session"));
+    }
     state.connections.evict(row.seq);
-    state.recordings.delete(id.as_str()).await?;
     tracing::info!(session = %id, "session deleted");
+    let sweeper = state.sweeper.clone();
+    let purge = state.tasks.spawn(async move {
+        let purged = sweeper.purge(row.seq, id.as_str()).await;
+        if let Err(e) = &purged {
+            tracing::warn!(session = %id, error = %format!("{e:#}"), "removing a deleted session's data failed; the sweep retries");
+        }
+    });
+    // Waiting only so the 204 usually means "gone from disk"; the task
+    // carries on if this request is dropped.
+    let _ = purge.await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,7 @@ use spool::domain::SessionId;
 use spool::finalize::Finalizer;
 use spool::storage::LocalRecordings;
 
-use crate::helpers::{ServerProcess, get_bytes, payloads, sha256_hex};
+use crate::helpers::{Inspect, ServerProcess, eventually, get_bytes, payloads, sha256_hex};
 
 #[tokio::test]
 async fn kill_9_mid_upload_loses_no_acknowledged_chunk() {
@@ -143,12 +143,12 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
     .unwrap();
     pool.close().await;
     let server = ServerProcess::start(dir.path(), &[]).await;
-    let pool = db::open_pool(&dir.path().join("spool.db")).await.unwrap();
-    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM chunks")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(left, 0, "chunks of a ready session survived a restart");
+    let db = Inspect::open(&dir.path().join("spool.db")).await;
+    eventually(
+        "the chunks of a ready session are swept after a restart",
+        || async { db.all_chunks().await == 0 },
+    )
+    .await;
     server.kill9().await;
 }
 

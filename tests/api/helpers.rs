@@ -85,6 +85,14 @@ impl TestApp {
             .expect("server task")
     }
 
+    /// Graceful stop that keeps the data directory for another start; hold
+    /// the returned guard for as long as the directory is needed.
+    pub async fn stop_keeping_dir(mut self) -> Option<tempfile::TempDir> {
+        let dir = self._dir.take();
+        self.stop().await.expect("a clean stop");
+        dir
+    }
+
     pub async fn create_session(&self) -> Created {
         self.create_session_with(json!({"mime_type": "audio/webm;codecs=opus"}))
             .await
@@ -394,4 +402,61 @@ pub async fn get_bytes(url: &str, token: &str) -> Vec<u8> {
 /// GET `url` with a bearer token, expecting 200; the body as JSON.
 pub async fn get_json(url: &str, token: &str) -> Value {
     serde_json::from_slice(&get_bytes(url, token).await).expect("a JSON body")
+}
+
+/// Reads the database of a running (or stopped) server directly, to check
+/// what is stored rather than what the API says.
+pub struct Inspect(sqlx::SqlitePool);
+
+impl Inspect {
+    pub async fn open(db: &std::path::Path) -> Self {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .read_only(true);
+        Self(
+            sqlx::SqlitePool::connect_with(options)
+                .await
+                .expect("open the database"),
+        )
+    }
+
+    /// The session's key, whatever its state; `None` once its row is gone.
+    pub async fn seq(&self, public_id: &str) -> Option<i64> {
+        sqlx::query_scalar("SELECT seq FROM sessions WHERE public_id = ?")
+            .bind(public_id)
+            .fetch_optional(&self.0)
+            .await
+            .unwrap()
+    }
+
+    pub async fn chunks_of(&self, seq: i64) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE session = ?")
+            .bind(seq)
+            .fetch_one(&self.0)
+            .await
+            .unwrap()
+    }
+
+    pub async fn all_chunks(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM chunks")
+            .fetch_one(&self.0)
+            .await
+            .unwrap()
+    }
+}
+
+/// Polls `check` until it holds, for at most [`WAIT`].
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -659,20 +659,3 @@ async fn an_abandoned_session_is_finalized_with_its_contiguous_prefix() {
     assert_eq!(recording["source_bytes"], prefix.len());
     assert_eq!(app.download(&session).await, prefix);
 }
-
-#[tokio::test]
-async fn an_abandoned_session_without_chunks_ends_failed() {
-    let app = spawn_app_with(|c| c.idle_finalize_after = Duration::from_secs(1)).await;
-    let session = plain_session(&app).await;
-    let status = app.wait_finalized(&session).await;
-    assert_eq!(status["state"], "failed", "{status}");
-    assert_eq!(status["recording"], Value::Null, "{status}");
-    let response = app
-        .http
-        .get(app.url(&session_path(&session.id, "/recording")))
-        .bearer_auth(&session.token)
-        .send()
-        .await
-        .unwrap();
-    assert_error(response, 409, "not_ready").await;
-}

@@ -1,6 +1,7 @@
 //! Black-box tests of the real server over real sockets.
 
 mod browser;
+mod cleanup;
 mod cors;
 mod crash;
 mod helpers;
