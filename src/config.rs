@@ -85,6 +85,20 @@ impl Config {
         config
     }
 
+    /// Checks what clap cannot: secrets that would open a door. Messages name
+    /// the setting, never the value (it may be logged).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (flag, secret) in [
+            ("--api-key (SPOOL_API_KEY)", &self.api_key),
+            ("--admin-token (SPOOL_ADMIN_TOKEN)", &self.admin_token),
+        ] {
+            if let Some(secret) = secret {
+                check_secret(secret).map_err(|problem| anyhow::anyhow!("{flag} {problem}"))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("spool.db")
     }
@@ -114,6 +128,17 @@ fn parse_origin(raw: &str) -> Result<String, String> {
         Err(format!(
             "{raw:?} is not an origin like https://app.example.com (no path, no trailing slash) or *"
         ))
+    }
+}
+
+/// An empty or blank secret would let an empty `?token=` in.
+fn check_secret(secret: &str) -> Result<(), &'static str> {
+    if secret.trim().is_empty() {
+        Err("is empty or blank: set a real secret (e.g. `openssl rand -hex 32`) or leave it unset")
+    } else if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        Err("contains whitespace or control characters, which a bearer token cannot carry")
+    } else {
+        Ok(())
     }
 }
 
@@ -150,6 +175,21 @@ mod tests {
             listed.allowed_origins,
             ["https://a.example", "http://b.example:8080"]
         );
+    }
+
+    #[test]
+    fn refuses_blank_secrets_without_echoing_them() {
+        for blank in ["", "   ", "s3cr3t with-space", "s3cr3t\twith-tab"] {
+            let config = Cli::parse_from(["spool", "--admin-token", blank]).config;
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.starts_with("--admin-token"), "{error}");
+            assert!(blank.trim().is_empty() || !error.contains(blank), "{error}");
+            let config = Cli::parse_from(["spool", "--api-key", blank]).config;
+            assert!(config.validate().is_err());
+        }
+        let config =
+            Cli::parse_from(["spool", "--api-key", "k3y", "--admin-token", "t0ken"]).config;
+        assert!(config.validate().is_ok());
     }
 
     #[test]

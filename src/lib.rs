@@ -12,6 +12,7 @@
 //! - [`sweep`]: removes deleted sessions' data and whatever a crash left behind.
 //! - [`db`]: SQLite queries, one function each; [`domain`]: parsed, validated types.
 //! - [`state`]: the `AppState` every handler shares; [`metrics`]: counters for `/metrics`.
+//! - [`log_safe`]: escapes client-supplied text before it reaches a log line.
 //! - [`protocol`]: the wire protocol, as documentation.
 //! - `src/web/`: the browser client modules and the demo page, embedded in the
 //!   binary and served by `http::web`.
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod finalize;
 pub mod http;
 pub mod ingest;
+pub mod log_safe;
 pub mod metrics;
 pub mod protocol;
 pub mod startup;

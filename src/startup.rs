@@ -35,6 +35,7 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;

@@ -1,9 +1,13 @@
-//! The media type a client declares for its chunks.
+//! The media type a client declares for its chunks, which is also the
+//! `Content-Type` its recording is served with: only audio, video and
+//! `application/octet-stream` are accepted, so an upload can never be served
+//! as a page (`text/html`, `image/svg+xml`, …) that runs script on this origin.
 
 use std::fmt;
 
-/// A syntactically valid media type (`type/subtype` plus optional parameters),
-/// safe to echo in a `Content-Type` header.
+/// A syntactically valid audio or video media type (`type/subtype` plus
+/// optional parameters), or `application/octet-stream`; safe to echo in a
+/// `Content-Type` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MimeType(String);
 
@@ -20,7 +24,10 @@ impl MimeType {
                     .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
         };
         let printable = raw.bytes().all(|b| (0x20..0x7f).contains(&b));
-        if raw.len() <= Self::MAX_LEN && printable && is_token(kind) && is_token(subtype) {
+        let media = kind.eq_ignore_ascii_case("audio")
+            || kind.eq_ignore_ascii_case("video")
+            || essence.eq_ignore_ascii_case("application/octet-stream");
+        if raw.len() <= Self::MAX_LEN && printable && media && is_token(kind) && is_token(subtype) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(InvalidMimeType)
@@ -68,7 +75,7 @@ impl fmt::Display for MimeType {
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "mime_type must look like \"audio/webm;codecs=opus\" (printable ASCII, at most 255 characters)"
+    "mime_type must be an audio or video type like \"audio/webm;codecs=opus\", or \"application/octet-stream\" (printable ASCII, at most 255 characters)"
 )]
 pub struct InvalidMimeType;
 
@@ -83,6 +90,8 @@ mod tests {
             "audio/ogg; codecs=opus",
             "audio/mp4",
             "application/octet-stream",
+            "video/webm;codecs=vp8,opus",
+            "Audio/MP4",
         ] {
             assert_eq!(MimeType::parse(ok).unwrap().as_str(), ok);
         }
@@ -104,6 +113,12 @@ mod tests {
             "audio/webm\r\nX-Evil: 1",
             "aud io/webm",
             &"a/".repeat(200),
+            "text/html",
+            "TEXT/HTML; charset=utf-8",
+            "image/svg+xml",
+            "application/xhtml+xml",
+            "application/javascript",
+            "application/octet-streamx",
         ] {
             assert!(MimeType::parse(bad).is_err(), "{bad:?}");
         }

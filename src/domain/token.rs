@@ -51,9 +51,10 @@ impl TokenHash {
         &self.0
     }
 
-    /// Does `presented` hash to this? Constant time in the hash bytes.
+    /// Does `presented` hash to this? Constant time in the hash bytes. An
+    /// empty presented secret never matches, whatever was stored.
     pub fn matches(&self, presented: &str) -> bool {
-        TokenHash::of(presented).0.ct_eq(&self.0).into()
+        !presented.is_empty() && bool::from(TokenHash::of(presented).0.ct_eq(&self.0))
     }
 }
 
@@ -93,6 +94,7 @@ mod tests {
         let hash = token.hash();
         assert!(hash.matches(token.expose()));
         assert!(!hash.matches("nope"));
+        assert!(!TokenHash::of("").matches(""), "an empty secret matched");
         assert!(!hash.matches(Token::generate().expose()));
         assert_eq!(token.expose().len(), 43);
     }

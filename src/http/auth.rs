@@ -30,22 +30,30 @@ impl<S: Send + Sync> FromRequestParts<S> for Credential {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(value) = parts.headers.get(AUTHORIZATION) {
-            let bearer = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
-            return Ok(Self(bearer.filter(|s| !s.is_empty()).map(str::to_owned)));
-        }
-        Ok(Self(token_from_query(parts.uri.query())))
+        let presented = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|value| bearer_token(value.to_str().ok()?))
+            .or_else(|| token_from_query(parts.uri.query()));
+        Ok(Self(presented))
     }
 }
 
+/// The token of a `Bearer` authorization (the scheme is case-insensitive,
+/// RFC 9110 §11.1). Another scheme (`Basic`, say) is not ours: the query may
+/// still carry the token.
+fn bearer_token(header: &str) -> Option<String> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+/// `?token=`; an empty one is no token at all.
 fn token_from_query(query: Option<&str>) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(key, _)| key == "token")
         .map(|(_, value)| value.into_owned())
+        .filter(|token| !token.is_empty())
 }
 
 impl Credential {
@@ -106,6 +114,17 @@ mod tests {
             Some("abc+d".into())
         );
         assert_eq!(token_from_query(Some("a=1")), None);
+        assert_eq!(token_from_query(Some("token=")), None);
         assert_eq!(token_from_query(None), None);
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_other_schemes_are_not_tokens() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc".into()));
+        assert_eq!(bearer_token("bearer abc"), Some("abc".into()));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc".into()));
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 }

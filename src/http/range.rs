@@ -24,7 +24,13 @@ impl RangeRequest {
             return Self::Full;
         };
         let (first, last) = (first.trim(), last.trim());
-        let parse = |s: &str| s.parse::<u64>().ok();
+        // Digits only: `u64::from_str` would also take a sign ("+1").
+        let parse = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| s.parse::<u64>().ok())
+                .flatten()
+        };
         match (first.is_empty(), last.is_empty()) {
             // bytes=-N: the last N bytes.
             (true, false) => match parse(last) {
@@ -105,6 +111,9 @@ mod tests {
         assert_eq!(parse("bytes=0-1,5-6", 1000), Full);
         assert_eq!(parse("items=0-1", 1000), Full);
         assert_eq!(parse("bytes=x-y", 1000), Full);
+        assert_eq!(parse("bytes=+1-+2", 1000), Full);
+        assert_eq!(parse("bytes=-+5", 1000), Full);
+        assert_eq!(parse("bytes=+5-", 1000), Full);
         assert_eq!(RangeRequest::parse(None, 1000), Full);
     }
 }

@@ -54,6 +54,16 @@ async fn download(
     headers.insert(header::CONTENT_TYPE, header_value(mime.as_str())?);
     let disposition = format!("inline; filename=\"{id}.{}\"", mime.file_extension());
     headers.insert(header::CONTENT_DISPOSITION, header_value(&disposition)?);
+    // Uploaded bytes are never a page of this origin: no sniffing them into
+    // HTML, and if a browser renders them anyway, no script and no origin.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
 
     if if_none_match(&request_headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());

@@ -6,8 +6,11 @@ use serde_json::json;
 pub enum CloseReason {
     /// After `finalized`.
     Finished,
-    /// The client closed the socket (or it dropped): nothing to tell it.
+    /// The client closed the socket: nothing to tell it.
     ClientGone,
+    /// The connection broke without a closing handshake (a reset, a lost
+    /// network): nothing can be told, and nothing was malformed.
+    Dropped,
     GoingAway,
     Malformed(String),
     Unauthorized,
@@ -24,7 +27,7 @@ pub enum CloseReason {
 impl CloseReason {
     pub fn close_code(&self) -> u16 {
         match self {
-            Self::Finished | Self::ClientGone => 1000,
+            Self::Finished | Self::ClientGone | Self::Dropped => 1000,
             Self::GoingAway => 1001,
             Self::Internal => 1011,
             Self::Malformed(_) => 4400,
@@ -43,6 +46,7 @@ impl CloseReason {
         match self {
             Self::Finished => "finished",
             Self::ClientGone => "client_gone",
+            Self::Dropped => "dropped",
             Self::GoingAway => "going_away",
             Self::Internal => "internal",
             Self::Malformed(_) => "malformed",
@@ -68,6 +72,7 @@ impl CloseReason {
         match self {
             Self::Finished => "the recording is finalized".into(),
             Self::ClientGone => "the client closed the connection".into(),
+            Self::Dropped => "the connection dropped without a closing handshake".into(),
             Self::GoingAway => "the server is shutting down; reconnect".into(),
             Self::Internal => "the server failed to store data; reconnect and resend".into(),
             Self::Unauthorized => "missing or wrong token".into(),
@@ -83,9 +88,18 @@ impl CloseReason {
 
     /// The `error` message sent before the close (none before a normal close).
     pub fn error_message(&self) -> Option<String> {
-        (!matches!(self, Self::Finished | Self::ClientGone)).then(|| {
+        (!matches!(self, Self::Finished | Self::ClientGone | Self::Dropped)).then(|| {
             json!({ "type": "error", "code": self.code(), "message": self.message(), "retryable": self.retryable() }).to_string()
         })
+    }
+
+    /// The code logged: 1006 (abnormal closure) for a dropped connection,
+    /// which never sees a close frame; the close code otherwise.
+    pub fn log_code(&self) -> u16 {
+        match self {
+            Self::Dropped => 1006,
+            other => other.close_code(),
+        }
     }
 
     /// Close frame reasons are limited to 123 bytes.

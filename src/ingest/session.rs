@@ -329,12 +329,44 @@ fn write_error(err: WriteError) -> CloseReason {
     }
 }
 
-/// A read failed: over the size limit, or a protocol-level fault.
+/// A read failed: the connection dropped, a frame over the size limit, or
+/// a protocol-level fault. The socket's error type is only `Display`, so
+/// tungstenite's messages are told apart by their text.
 fn read_error(message: &str) -> CloseReason {
-    // tungstenite's capacity errors: "Space limit exceeded: Message too long: …".
-    if message.contains("Message too long") || message.contains("Space limit exceeded") {
+    const DROPPED: [&str; 4] = [
+        "Connection reset without closing handshake",
+        "IO error",
+        "Connection closed normally",
+        "Trying to work with closed connection",
+    ];
+    if DROPPED.iter().any(|dropped| message.contains(dropped)) {
+        CloseReason::Dropped
+    } else if message.contains("Message too long") || message.contains("Space limit exceeded") {
         CloseReason::TooLarge(format!("frame over the size limit: {message}"))
     } else {
         CloseReason::Malformed(format!("unreadable WebSocket frame: {message}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_dropped_not_malformed() {
+        for dropped in [
+            "WebSocket protocol error: Connection reset without closing handshake",
+            "IO error: Connection reset by peer (os error 104)",
+        ] {
+            assert_eq!(read_error(dropped), CloseReason::Dropped, "{dropped}");
+        }
+        assert!(matches!(
+            read_error("Space limit exceeded: Message too long: 2000000 > 1000000"),
+            CloseReason::TooLarge(_)
+        ));
+        assert!(matches!(
+            read_error("WebSocket protocol error: Reserved bits are non-zero"),
+            CloseReason::Malformed(_)
+        ));
     }
 }

@@ -11,6 +11,7 @@ use super::session::Session;
 use crate::db;
 use crate::domain::{SessionId, SessionState, TokenHash};
 use crate::http::{BaseUrl, Credential};
+use crate::log_safe::LogSafe;
 use crate::state::AppState;
 
 /// Everything the upgrade request told us.
@@ -46,7 +47,8 @@ where
         Ok(session) => Session::new(session, &connection).serve(&mut socket).await,
         Err(reason) => reason,
     };
-    tracing::info!(code = reason.close_code(), reason = %reason.message(), "connection closed");
+    // The reason may quote the client's own text (a bad control message).
+    tracing::info!(code = reason.log_code(), reason = %LogSafe(&reason.message()), "connection closed");
     close(&mut socket, &reason).await;
     state.metrics.connection_closed();
 }
@@ -100,6 +102,9 @@ async fn send<S: Sink<Message> + Unpin>(socket: &mut S, message: Message) -> Res
 
 /// Sends the `error` message (if the reason has one) and the close frame. Best effort: the peer may be gone.
 async fn close<S: Sink<Message> + Unpin>(socket: &mut S, reason: &CloseReason) {
+    if *reason == CloseReason::Dropped {
+        return;
+    }
     if let Some(error) = reason.error_message() {
         let _ = send(socket, Message::Text(Utf8Bytes::from(error))).await;
     }

@@ -196,6 +196,11 @@ impl Ws {
         (ws, ready)
     }
 
+    /// Drops the connection without a closing handshake, as a lost network does.
+    pub fn reset(self) {
+        drop(self.stream);
+    }
+
     pub async fn send_chunk(&mut self, index: u32, payload: &[u8]) {
         self.send_binary(ChunkFrame::encode(index, index == 0, payload))
             .await;
@@ -305,6 +310,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub struct ServerProcess {
     pub child: tokio::process::Child,
     pub base: String,
+    /// Every line the server has logged so far.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -321,8 +328,10 @@ impl ServerProcess {
             .spawn()
             .expect("start the spool binary");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let base = tokio::time::timeout(WAIT, async {
             while let Some(line) = lines.next_line().await.unwrap() {
+                logs.lock().unwrap().push(line.clone());
                 if let Some(at) = line.find("address=http://") {
                     let address = line[at + "address=".len()..]
                         .split_whitespace()
@@ -336,8 +345,17 @@ impl ServerProcess {
         .await
         .expect("the server starts listening in time");
         // Keep draining its output so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, base }
+        let collected = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                collected.lock().unwrap().push(line);
+            }
+        });
+        Self { child, base, logs }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
     }
 
     /// Creates a session over HTTP; returns `(id, token)`.

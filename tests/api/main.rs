@@ -8,4 +8,5 @@ mod helpers;
 mod http_api;
 mod protocol_errors;
 mod range;
+mod security;
 mod upload;
