@@ -66,6 +66,7 @@ async fn main() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::with_data_dir(dir.path());
         config.max_chunks_per_second = 0;
+        config.max_sessions_per_minute = 0; // one client creates every session
         let app = App::build(config).await.unwrap();
         let base = format!("127.0.0.1:{}", app.port());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -65,6 +65,18 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_CHUNKS_PER_SECOND", default_value_t = 1000)]
     pub max_chunks_per_second: u32,
 
+    /// Most WebSocket connections open at once; one more is accepted only to be told to retry
+    /// later (close 4429). Each idle connection costs tens of KiB and a file descriptor.
+    #[arg(long, env = "SPOOL_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Sessions one client address (an IPv6 /64) may create per minute without the API key
+    /// (bursts of that many pass); over it: 429 with Retry-After. Requests carrying the API key
+    /// are not limited. 0 turns the limit off (e.g. behind a proxy that hides client addresses).
+    #[arg(long, env = "SPOOL_MAX_SESSIONS_PER_MINUTE", default_value_t = 60)]
+    pub max_sessions_per_minute: u32,
+
     /// Web origins whose pages may call this server (CORS), comma-separated, e.g.
     /// "https://app.example.com,https://admin.example.com"; "*" allows any. Credentials are
     /// bearer tokens, never cookies, so allowing other origins grants no ambient access.
@@ -164,6 +176,8 @@ mod tests {
         assert_eq!(config.max_chunk_bytes, 1024 * 1024);
         assert_eq!(config.idle_finalize_after, Duration::from_secs(30 * 60));
         assert!(config.api_key.is_none() && config.admin_token.is_none());
+        assert_eq!(config.max_connections, 10_000);
+        assert_eq!(config.max_sessions_per_minute, 60);
         assert_eq!(config.allowed_origins, ["*"]);
         let listed = Cli::parse_from([
             "spool",
@@ -197,6 +211,7 @@ mod tests {
         assert!(Cli::try_parse_from(["spool", "--idle-finalize-after", "soon"]).is_err());
         assert!(Cli::try_parse_from(["spool", "--socket-idle-timeout", "0s"]).is_err());
         assert!(Cli::try_parse_from(["spool", "--max-chunk-bytes", "0"]).is_err());
+        assert!(Cli::try_parse_from(["spool", "--max-connections", "0"]).is_err());
         assert!(Cli::try_parse_from(["spool", "--allowed-origins", "https://a.example/"]).is_err());
         assert!(Cli::try_parse_from(["spool", "--allowed-origins", "a.example"]).is_err());
     }

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: settings (flags and `SPOOL_*` variables).
-//! - [`startup`]: builds the [`App`] and runs it until a shutdown signal.
+//! - [`startup`]: builds the [`App`] and runs it until a shutdown signal;
+//!   [`server`]: accepts connections (timeouts, peers, a bounded stop).
 //! - [`http`]: the HTTP API, one module per feature; [`ingest`]: the WebSocket protocol.
 //! - [`writer`]: the one task that writes chunks, committing batches from every
 //!   connection in one transaction before anything is acknowledged.
@@ -12,7 +13,8 @@
 //! - [`sweep`]: removes deleted sessions' data and whatever a crash left behind.
 //! - [`db`]: SQLite queries, one function each; [`domain`]: parsed, validated types.
 //! - [`state`]: the `AppState` every handler shares; [`metrics`]: counters for `/metrics`.
-//! - [`log_safe`]: escapes client-supplied text before it reaches a log line.
+//! - [`log_safe`]: escapes client-supplied text before it reaches a log line;
+//!   [`limits`]: how many sockets and new sessions clients may take.
 //! - [`protocol`]: the wire protocol, as documentation.
 //! - `src/web/`: the browser client modules and the demo page, embedded in the
 //!   binary and served by `http::web`.
@@ -27,9 +29,11 @@ pub mod domain;
 pub mod finalize;
 pub mod http;
 pub mod ingest;
+pub mod limits;
 pub mod log_safe;
 pub mod metrics;
 pub mod protocol;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod storage;

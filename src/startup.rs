@@ -16,11 +16,13 @@ use crate::db;
 use crate::domain::Secret;
 use crate::finalize::{self, Finalizer};
 use crate::ingest::ConnectionRegistry;
+use crate::limits::{CreationLimit, SocketSlots};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::storage::LocalRecordings;
 use crate::sweep::{self, Sweeper};
-use crate::{http, writer};
+use crate::{http, server, writer};
+use std::time::Duration;
 
 /// A built server: bound, migrated, writer running; not yet serving.
 pub struct App {
@@ -36,6 +38,7 @@ pub struct App {
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
+        log_fd_limit(config.max_connections);
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
@@ -76,6 +79,8 @@ impl App {
             recordings: recordings.clone(),
             sweeper: Sweeper::new(pool.clone(), recordings.clone()),
             metrics: metrics.clone(),
+            socket_slots: SocketSlots::new(config.max_connections),
+            creation_limit: CreationLimit::new(config.max_sessions_per_minute).map(Arc::new),
             connections: ConnectionRegistry::default(),
             finalized: finalized.clone(),
             shutdown: CancellationToken::new(),
@@ -111,9 +116,10 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then stops in order: no new
-    /// connections; sockets drain (their chunks committed and acked) and close
-    /// with 1001; a running finalize step completes; the writer commits
-    /// what it holds; the database closes.
+    /// connections; requests in progress finish and sockets drain (their
+    /// chunks committed and acked) and close with 1001, each for at most
+    /// [`SHUTDOWN_GRACE`]; a running finalize step completes; the writer
+    /// commits what it holds; the database closes.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -133,18 +139,29 @@ impl App {
         let finalize_task = tokio::spawn(finalize::run(finalizer, finalize_stop.clone()));
         let sweep_task = tokio::spawn(sweep::run(state.sweeper.clone(), finalize_stop.clone()));
         let stopping = state.shutdown.clone();
-        let signal = async move {
+        tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down");
             stopping.cancel();
-        };
-        axum::serve(listener, http::router(state.clone()))
-            .with_graceful_shutdown(signal)
-            .await
-            .context("serving HTTP")?;
+        });
+        server::serve(
+            listener,
+            http::router(state.clone()),
+            state.shutdown.clone(),
+            SHUTDOWN_GRACE,
+        )
+        .await;
 
         state.tasks.close();
-        state.tasks.wait().await;
+        if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = state.tasks.len(),
+                "sockets still closing after the grace period; stopping without them"
+            );
+        }
         finalize_stop.cancel();
         finalize_task.await.context("the finalize job panicked")?;
         sweep_task.await.context("the sweep panicked")?;
@@ -153,6 +170,23 @@ impl App {
         state.pool.close().await;
         tracing::info!("stopped cleanly");
         Ok(())
+    }
+}
+
+/// How long a stop waits for HTTP requests in progress, then for sockets to
+/// close, before going on without them: a stop is bounded whatever clients do.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Raises the open-file limit (every socket is a descriptor) and says what it is.
+fn log_fd_limit(max_connections: u32) {
+    match server::raise_fd_limit() {
+        Ok(limit) if limit < u64::from(max_connections) + 64 => tracing::warn!(
+            limit,
+            max_connections,
+            "the open-file limit is below --max-connections; raise it (ulimit -n) or lower the setting"
+        ),
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
     }
 }
 

@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::domain::Secret;
 use crate::ingest::ConnectionRegistry;
+use crate::limits::{CreationLimit, SocketSlots};
 use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;
 use crate::sweep::Sweeper;
@@ -26,6 +27,10 @@ pub struct AppState {
     pub api_key: Option<Secret>,
     pub admin_token: Option<Secret>,
     pub metrics: Arc<Metrics>,
+    /// `--max-connections`: places for WebSockets.
+    pub socket_slots: SocketSlots,
+    /// `--max-sessions-per-minute` per client, for creations without the API key.
+    pub creation_limit: Option<Arc<CreationLimit>>,
     /// The live WebSocket of each session, for takeover and eviction.
     pub connections: ConnectionRegistry,
     /// Session seqs the finalize job has just finished (ready or failed).

@@ -11,6 +11,15 @@ use crate::domain::TokenHash;
 use crate::http::ApiError;
 use crate::state::AppState;
 
+/// Who may create a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creator {
+    /// Presented the API key: the operator's backend, not rate limited.
+    KeyHolder,
+    /// The server has no API key: anyone, limited per client address.
+    Anonymous,
+}
+
 /// The secret the request presented, if any. Its `Debug` hides it.
 pub struct Credential(Option<String>);
 
@@ -93,11 +102,12 @@ impl Credential {
         }
     }
 
-    /// The API key, when the server has one; anyone otherwise.
-    pub fn authorize_create(&self, state: &AppState) -> Result<(), ApiError> {
+    /// The API key, when the server has one; anyone otherwise. Tells who
+    /// is creating: the key's holder (a trusted backend) or anyone.
+    pub fn authorize_create(&self, state: &AppState) -> Result<Creator, ApiError> {
         match (&state.api_key, &self.0) {
-            (None, _) => Ok(()),
-            (Some(key), Some(secret)) if key.matches(secret) => Ok(()),
+            (None, _) => Ok(Creator::Anonymous),
+            (Some(key), Some(secret)) if key.matches(secret) => Ok(Creator::KeyHolder),
             (Some(_), _) => Err(ApiError::Unauthorized),
         }
     }

@@ -22,6 +22,10 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("the request body is over {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("metadata is over {limit} bytes (serialized)")]
+    MetadataTooLarge { limit: usize },
+    #[error("too many new sessions from this address; retry in {} s", retry_after_secs(*.retry_after))]
+    TooManyRequests { retry_after: std::time::Duration },
     #[error("range not satisfiable: the recording is {len} bytes")]
     RangeNotSatisfiable { len: u64 },
     #[error("the server is shutting down")]
@@ -53,7 +57,10 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } | Self::MetadataTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -68,6 +75,8 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::MetadataTooLarge { .. } => "metadata_too_large",
+            Self::TooManyRequests { .. } => "too_many_requests",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
@@ -93,6 +102,12 @@ impl IntoResponse for ApiError {
             Self::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            Self::TooManyRequests { retry_after } => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(retry_after_secs(retry_after)),
+                );
+            }
             Self::RangeNotSatisfiable { len } => {
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{len}")) {
                     headers.insert(header::CONTENT_RANGE, value);
@@ -102,4 +117,9 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Whole seconds, rounded up, at least 1: what `Retry-After` carries.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }

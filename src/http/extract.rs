@@ -11,7 +11,7 @@ use crate::http::ApiError;
 use crate::state::AppState;
 
 /// Largest JSON body accepted (session metadata included).
-pub const MAX_JSON_BYTES: usize = 64 * 1024;
+pub const MAX_JSON_BYTES: usize = 16 * 1024;
 
 /// A JSON body, read (bounded) but not yet parsed, so handlers check
 /// credentials first and answer 401 before judging the body. Any

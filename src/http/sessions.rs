@@ -11,14 +11,16 @@ use serde_json::{Value, json};
 use crate::db::{self, sessions::NewSession, sessions::SessionRow};
 use crate::domain::{MimeType, SessionId, SessionState, Token};
 use crate::http::ApiError;
-use crate::http::auth::Credential;
+use crate::http::auth::{Creator, Credential};
 use crate::http::extract::{BaseUrl, JsonBody, SessionPath};
 use crate::http::view::SessionView;
+use crate::server::Peer;
 use crate::state::AppState;
 use crate::writer::{FinishOutcome, WriteError};
 
-/// Largest `metadata` object, serialized.
-const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Largest `metadata` object, serialized: room for ids and labels, not for
+/// payloads (every session row carries it).
+const MAX_METADATA_BYTES: usize = 4 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -37,10 +39,17 @@ struct CreateSession {
 async fn create_session(
     State(state): State<AppState>,
     credential: Credential,
+    peer: Peer,
     base: BaseUrl,
     body: JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    credential.authorize_create(&state)?;
+    if credential.authorize_create(&state)? == Creator::Anonymous
+        && let Some(limit) = &state.creation_limit
+    {
+        limit
+            .check(peer.client_key())
+            .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
+    }
     let body: CreateSession = body.parse()?;
     let mime_type = match body.mime_type.as_deref() {
         Some(raw) => MimeType::parse(raw)
@@ -59,10 +68,9 @@ async fn create_session(
     };
     let metadata_json = metadata.to_string();
     if metadata_json.len() > MAX_METADATA_BYTES {
-        return Err(ApiError::bad_request(
-            "invalid_metadata",
-            format!("metadata is over {MAX_METADATA_BYTES} bytes"),
-        ));
+        return Err(ApiError::MetadataTooLarge {
+            limit: MAX_METADATA_BYTES,
+        });
     }
     let (id, token) = (SessionId::generate(), Token::generate());
     let new = NewSession {

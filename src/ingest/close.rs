@@ -21,6 +21,10 @@ pub enum CloseReason {
     TooLarge(String),
     TooFast(String),
     Superseded,
+    /// `--max-connections` sockets are open already.
+    Busy(u32),
+    /// A message began but did not arrive whole in time.
+    SlowMessage,
     Internal,
 }
 
@@ -33,11 +37,11 @@ impl CloseReason {
             Self::Malformed(_) => 4400,
             Self::Unauthorized => 4401,
             Self::UnknownSession => 4404,
-            Self::Idle => 4408,
+            Self::Idle | Self::SlowMessage => 4408,
             Self::Conflict(_) => 4409,
             Self::NotAccepting(_) => 4410,
             Self::TooLarge(_) => 4413,
-            Self::TooFast(_) => 4429,
+            Self::TooFast(_) | Self::Busy(_) => 4429,
             Self::Superseded => 4499,
         }
     }
@@ -53,6 +57,8 @@ impl CloseReason {
             Self::Unauthorized => "unauthorized",
             Self::UnknownSession => "unknown_session",
             Self::Idle => "idle_timeout",
+            Self::SlowMessage => "message_timeout",
+            Self::Busy(_) => "server_busy",
             Self::Conflict(_) => "chunk_conflict",
             Self::NotAccepting(_) => "session_closed",
             Self::TooLarge(_) => "chunk_too_large",
@@ -64,7 +70,12 @@ impl CloseReason {
     pub fn retryable(&self) -> bool {
         matches!(
             self,
-            Self::GoingAway | Self::Idle | Self::TooFast(_) | Self::Internal
+            Self::GoingAway
+                | Self::Idle
+                | Self::SlowMessage
+                | Self::TooFast(_)
+                | Self::Busy(_)
+                | Self::Internal
         )
     }
 
@@ -78,6 +89,13 @@ impl CloseReason {
             Self::Unauthorized => "missing or wrong token".into(),
             Self::UnknownSession => "no such session".into(),
             Self::Idle => "nothing received for too long".into(),
+            Self::SlowMessage => format!(
+                "a message took over {} s to arrive whole",
+                super::slow_message::PARTIAL_MESSAGE_LIMIT.as_secs()
+            ),
+            Self::Busy(limit) => {
+                format!("the server has {limit} connections open, its limit; retry later")
+            }
             Self::Conflict(index) => format!("chunk {index} is already stored with other bytes"),
             Self::Superseded => "a newer connection for this session took over".into(),
             Self::Malformed(m) | Self::NotAccepting(m) | Self::TooLarge(m) | Self::TooFast(m) => {

@@ -8,6 +8,7 @@ mod close;
 mod rate;
 mod registry;
 mod session;
+mod slow_message;
 mod socket;
 
 use axum::Router;
@@ -22,7 +23,15 @@ pub use socket::{Connection, handle_socket};
 
 use crate::domain::HEADER_LEN;
 use crate::http::{ApiError, BaseUrl, Credential};
+use crate::server::Peer;
 use crate::state::AppState;
+
+/// Socket buffers: chunks are a few KiB, so small buffers (which grow for a
+/// large message) keep an idle socket cheap; tungstenite's defaults are 128 KiB each.
+const READ_BUFFER_BYTES: usize = 8 * 1024;
+const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// Outgoing bytes a socket may hold before sends fail: server messages are small.
+const MAX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/sessions/{id}/ws", get(upgrade))
@@ -33,6 +42,7 @@ async fn upgrade(
     State(state): State<AppState>,
     Path(session): Path<String>,
     credential: Credential,
+    peer: Peer,
     base: BaseUrl,
 ) -> Response {
     let upgrade = match upgrade {
@@ -49,16 +59,24 @@ async fn upgrade(
     // answers them with 4413; far larger ones are cut off by the codec.
     let max_chunk = state.config.max_chunk_bytes as usize;
     let message_limit = HEADER_LEN + max_chunk + (max_chunk / 4).max(64 * 1024);
+    // Over the limit, the upgrade still completes so the client can read
+    // that it should retry later.
+    let slot = state.socket_slots.try_take();
     let connection = Connection {
         state: state.clone(),
         session,
         credential,
         base,
+        peer,
+        slot,
     };
     // Counted from now, not from when the upgrade completes, so shutdown
     // also waits for a socket that is still upgrading.
     let tracked = state.tasks.token();
     upgrade
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .max_message_size(message_limit)
         .max_frame_size(message_limit)
         .on_upgrade(move |socket| async move {

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 use super::close::CloseReason;
 use super::rate::RateLimit;
 use super::registry::Eviction;
+use super::slow_message::{self, PartialMessageWatch};
 use super::socket::{Connection, send_text};
 use crate::db;
 use crate::domain::{ChunkFrame, ClientMessage, FrameError, SessionId};
@@ -40,6 +41,7 @@ pub(super) struct Session {
     committed_at: Instant,
     /// Subscribed once `finish` is accepted: tells when the recording is ready.
     finalized: Option<broadcast::Receiver<i64>>,
+    partial: PartialMessageWatch,
 }
 
 impl Session {
@@ -56,6 +58,7 @@ impl Session {
             acked: row.committed,
             in_flight: FuturesOrdered::new(),
             finalized: None,
+            partial: PartialMessageWatch::new(connection.peer.clone()),
         }
     }
 
@@ -77,6 +80,9 @@ impl Session {
         let mut touched_at = Instant::now();
         let touch_every = TOUCH_EVERY.min(self.app.config.idle_finalize_after / 4);
         let shutdown = self.app.shutdown.clone();
+        let mut check_partial = tokio::time::interval(slow_message::CHECK_EVERY);
+        check_partial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.partial.message_received();
         loop {
             let outcome = tokio::select! {
                 biased;
@@ -89,6 +95,7 @@ impl Session {
                 seq = recv_finalized(&mut self.finalized) => self.on_finalized(socket, seq).await,
                 message = socket.next(), if self.in_flight.len() < MAX_IN_FLIGHT => {
                     idle_deadline = tokio::time::Instant::now() + idle_timeout;
+                    self.partial.message_received();
                     match message {
                         Some(Ok(message)) => self.on_message(socket, message).await,
                         Some(Err(e)) => Err(read_error(&e.to_string())),
@@ -96,6 +103,7 @@ impl Session {
                     }
                 }
                 () = tokio::time::sleep_until(idle_deadline) => Err(CloseReason::Idle),
+                _ = check_partial.tick() => self.check_partial(),
             };
             if let Err(reason) = outcome {
                 return reason;
@@ -106,6 +114,18 @@ impl Session {
                 touched_at = Instant::now();
                 self.app.writer.touch(self.seq);
             }
+        }
+    }
+
+    /// Closes a socket whose message in progress is overdue.
+    fn check_partial(&mut self) -> Result<(), CloseReason> {
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            self.partial.paused();
+            Ok(())
+        } else if self.partial.overdue(Instant::now()) {
+            Err(CloseReason::SlowMessage)
+        } else {
+            Ok(())
         }
     }
 

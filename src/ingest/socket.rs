@@ -12,7 +12,9 @@ use crate::db;
 use crate::domain::{SessionId, SessionState, TokenHash};
 use crate::http::{BaseUrl, Credential};
 use crate::log_safe::LogSafe;
+use crate::server::Peer;
 use crate::state::AppState;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Everything the upgrade request told us.
 pub struct Connection {
@@ -21,6 +23,9 @@ pub struct Connection {
     pub session: String,
     pub credential: Credential,
     pub base: BaseUrl,
+    pub peer: Peer,
+    /// This connection's place under `--max-connections`; `None`: refused as busy.
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 /// Runs the protocol on `socket` until it closes.
@@ -55,6 +60,9 @@ where
 
 /// The session this connection may write to, or why not.
 async fn admit(connection: &Connection) -> Result<db::sessions::SessionRow, CloseReason> {
+    if connection.slot.is_none() {
+        return Err(CloseReason::Busy(connection.state.socket_slots.limit()));
+    }
     let id = SessionId::parse(&connection.session).map_err(|_| CloseReason::UnknownSession)?;
     let row = db::sessions::find_session(&connection.state.pool, &id)
         .await

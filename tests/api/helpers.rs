@@ -196,6 +196,15 @@ impl Ws {
         (ws, ready)
     }
 
+    /// Writes bytes straight to the TCP stream, below the WebSocket codec.
+    pub async fn write_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        match self.stream.get_mut() {
+            MaybeTlsStream::Plain(tcp) => tcp.write_all(bytes).await.expect("raw write"),
+            _ => panic!("tests use plain TCP"),
+        }
+    }
+
     /// Drops the connection without a closing handshake, as a lost network does.
     pub fn reset(self) {
         drop(self.stream);

@@ -6,6 +6,7 @@ mod cors;
 mod crash;
 mod helpers;
 mod http_api;
+mod limits;
 mod protocol_errors;
 mod range;
 mod security;

@@ -1,0 +1,201 @@
+//! Denial of service: what one client can take from the server is bounded —
+//! sockets, slow or silent connections, partial frames, metadata, sessions —
+//! and a stop completes whatever clients do.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{TestApp, Ws, spawn_app_with};
+
+/// Waits for the server to close a raw connection (EOF or reset), for at most `within`.
+async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+async fn raw_connection(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_socket_over_max_connections_is_told_to_retry_later() {
+    let app = spawn_app_with(|c| c.max_connections = 2).await;
+    let session = app.create_session().await;
+    let (first, _) = Ws::ready(&app, &session).await;
+    let other = app.create_session().await;
+    let (_second, _) = Ws::ready(&app, &other).await;
+
+    let third = app.create_session().await;
+    let mut refused = app.connect(&third).await;
+    let closed = refused.closed().await;
+    assert_eq!(closed.code, 4429);
+    let error = closed.error.unwrap();
+    assert_eq!(error["code"], "server_busy", "{error}");
+    assert_eq!(error["retryable"], true);
+
+    // A place comes free when a socket closes.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut ws = app.connect(&third).await;
+        let message = ws.recv_json().await;
+        if message["type"] == "ready" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no place came free: {message}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn silent_and_slow_header_connections_are_closed() {
+    let app = spawn_app_with(|_| {}).await;
+    let mut silent = raw_connection(&app).await;
+    let mut slow = raw_connection(&app).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // An idle keep-alive connection after one request.
+    let mut idle = raw_connection(&app).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let within = spool::server::HEADER_READ_TIMEOUT + Duration::from_secs(10);
+    assert!(
+        closed_by_server(&mut silent, within).await,
+        "a silent connection stayed open"
+    );
+    assert!(
+        closed_by_server(&mut slow, within).await,
+        "a slow-header connection stayed open"
+    );
+    assert!(
+        closed_by_server(&mut idle, within).await,
+        "an idle keep-alive connection stayed open"
+    );
+}
+
+#[tokio::test]
+async fn a_stop_completes_whatever_clients_do() {
+    let app = spawn_app_with(|_| {}).await;
+    let mut partial_header = raw_connection(&app).await;
+    partial_header
+        .write_all(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut slow_body = raw_connection(&app).await;
+    slow_body
+        .write_all(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        .await
+        .unwrap();
+    // A socket whose client never reads again.
+    let session = app.create_session().await;
+    let (mut ws, _) = Ws::ready(&app, &session).await;
+    ws.send_chunk(0, &[1; 100]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(60), app.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "the server did not stop while clients held connections"
+    );
+    stopped.unwrap().unwrap();
+    drop((partial_header, slow_body, ws));
+}
+
+#[tokio::test]
+async fn a_partial_frame_cannot_pin_memory_for_long() {
+    let app = spawn_app_with(|_| {}).await;
+    let session = app.create_session().await;
+    let (mut ws, _) = Ws::ready(&app, &session).await;
+    // A masked binary frame announcing 1 MiB, of which only half is sent.
+    let announced: u64 = 1024 * 1024;
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&announced.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]); // mask key 0: payload as is
+    frame.extend(std::iter::repeat_n(0u8, 512 * 1024));
+    ws.write_raw(&frame).await;
+    let closed = tokio::time::timeout(Duration::from_secs(40), ws.closed())
+        .await
+        .expect("the socket with a stalled frame was not closed");
+    assert_eq!(closed.code, 4408);
+    assert_eq!(closed.error.unwrap()["code"], "message_timeout");
+}
+
+#[tokio::test]
+async fn metadata_is_bounded() {
+    let app = spawn_app_with(|_| {}).await;
+    let fits = "x".repeat(4000);
+    app.create_session_with(json!({"metadata": {"note": fits}}))
+        .await;
+    let response = app
+        .http
+        .post(app.url("/v1/sessions"))
+        .json(&json!({"metadata": {"note": "x".repeat(5000)}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "metadata_too_large");
+}
+
+#[tokio::test]
+async fn anonymous_session_creation_is_rate_limited_per_client() {
+    let app = spawn_app_with(|c| c.max_sessions_per_minute = 3).await;
+    for _ in 0..3 {
+        app.create_session().await;
+    }
+    let response = app
+        .http
+        .post(app.url("/v1/sessions"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_requests");
+}
+
+#[tokio::test]
+async fn the_api_key_holder_is_not_rate_limited() {
+    let app = spawn_app_with(|c| {
+        c.max_sessions_per_minute = 2;
+        c.api_key = Some("backend-key".into());
+    })
+    .await;
+    for _ in 0..5 {
+        let response = app
+            .http
+            .post(app.url("/v1/sessions"))
+            .bearer_auth("backend-key")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+}
