@@ -18,8 +18,11 @@ use crate::db;
 use crate::domain::{SessionId, SessionState};
 use crate::storage::LocalRecordings;
 
-/// How often the sweep looks for leftovers after the start-up pass.
+/// How often the sweep finishes deletes that an error cut short.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Every how many passes it also walks every session that has chunks (they
+/// are normally deleted by the finalize step; this catches a failed delete).
+const GARBAGE_WALK_EVERY: u32 = 10;
 /// Deleted sessions read per query.
 const PAGE: i64 = 100;
 
@@ -59,10 +62,15 @@ impl Sweeper {
         Ok(chunks)
     }
 
-    /// One pass over the database: unfinished purges and garbage chunks.
-    pub async fn sweep(&self) -> anyhow::Result<Swept> {
+    /// One pass over the database: unfinished purges, and garbage chunks
+    /// when `walk_chunks`.
+    pub async fn sweep(&self, walk_chunks: bool) -> anyhow::Result<Swept> {
         let (sessions, purged_chunks) = self.purge_deleted().await?;
-        let chunks = self.release_garbage_chunks().await?;
+        let chunks = if walk_chunks {
+            self.release_garbage_chunks().await?
+        } else {
+            0
+        };
         Ok(Swept {
             sessions,
             chunks: purged_chunks + chunks,
@@ -147,16 +155,17 @@ fn owns_recording(state: Option<&str>) -> bool {
     )
 }
 
-/// Sweeps at start-up (files included), then every [`SWEEP_EVERY`], until `stop`.
+/// Sweeps everything at start-up (files included), then every
+/// [`SWEEP_EVERY`], until `stop`.
 pub async fn run(sweeper: Sweeper, stop: CancellationToken) {
-    let mut first = true;
-    loop {
-        let files = if first {
+    for pass in 0u32.. {
+        let files = if pass == 0 {
             sweeper.remove_orphan_files().await
         } else {
             Ok(0)
         };
-        match (sweeper.sweep().await, files) {
+        let walk_chunks = pass % GARBAGE_WALK_EVERY == 0;
+        match (sweeper.sweep(walk_chunks).await, files) {
             (Ok(swept), Ok(files)) => {
                 let swept = Swept { files, ..swept };
                 if swept != Swept::default() {
@@ -172,7 +181,6 @@ pub async fn run(sweeper: Sweeper, stop: CancellationToken) {
                 tracing::error!(error = %format!("{e:#}"), "sweep failed; retrying later")
             }
         }
-        first = false;
         tokio::select! {
             () = tokio::time::sleep(SWEEP_EVERY) => {}
             () = stop.cancelled() => return,

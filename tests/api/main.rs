@@ -10,4 +10,5 @@ mod limits;
 mod protocol_errors;
 mod range;
 mod security;
+mod soak;
 mod upload;
