@@ -68,7 +68,14 @@ async fn a_delete_running_while_a_session_is_created_keeps_the_new_sessions_chun
         );
         tokio::spawn(async move { http.delete(url).bearer_auth(token).send().await })
     };
-    // Created while the delete runs: its acknowledged chunk must survive it.
+    // Created once the delete has begun (the row is marked or gone) and while
+    // it removes chunks: the new session's acknowledged chunk must survive it.
+    eventually("the delete begins", || async {
+        db.state(&doomed.id)
+            .await
+            .is_none_or(|state| state == "deleted")
+    })
+    .await;
     let fresh = app.create_session().await;
     let (mut ws, _) = Ws::ready(&app, &fresh).await;
     ws.send_chunk(0, b"the new session's first chunk").await;

@@ -456,6 +456,15 @@ impl Inspect {
             .unwrap()
     }
 
+    /// The session's state as stored (`deleted` included); `None` once its row is gone.
+    pub async fn state(&self, public_id: &str) -> Option<String> {
+        sqlx::query_scalar("SELECT state FROM sessions WHERE public_id = ?")
+            .bind(public_id)
+            .fetch_optional(&self.0)
+            .await
+            .unwrap()
+    }
+
     pub async fn chunks_of(&self, seq: i64) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE session = ?")
             .bind(seq)
