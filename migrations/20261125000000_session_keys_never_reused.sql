@@ -62,3 +62,10 @@ SELECT 'sessions', 0 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name 
 UPDATE sqlite_sequence
 SET seq = MAX(seq, (SELECT COALESCE(MAX(session), 0) FROM chunks))
 WHERE name = 'sessions';
+
+-- An early version ended a session `failed` after a few failed finalize
+-- attempts while it still held acknowledged chunks. Put those back in the
+-- queue (claimable at once): they become recordings, never garbage.
+UPDATE sessions
+SET state = 'finishing', finalize_claimed_at = 0, finalize_attempts = 0
+WHERE state = 'failed' AND committed > 0;

@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -35,13 +35,16 @@ impl SocketSlots {
     }
 }
 
-/// Client keys remembered before forgetting those whose budget is full again.
+/// Client keys remembered before forgetting those whose budget is full
+/// again, at most once per [`TRIM_EVERY`] (a trim walks the whole map).
 const MAX_TRACKED_CLIENTS: usize = 10_000;
+const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 /// How many sessions a client may create per minute (a burst of that many,
 /// then one every `60 s / n`).
 pub struct CreationLimit {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
+    trimmed_at: Mutex<Instant>,
 }
 
 impl CreationLimit {
@@ -49,13 +52,18 @@ impl CreationLimit {
     pub fn new(per_minute: u32) -> Option<Self> {
         NonZeroU32::new(per_minute).map(|n| Self {
             limiter: RateLimiter::keyed(Quota::per_minute(n)),
+            trimmed_at: Mutex::new(Instant::now()),
         })
     }
 
     /// Counts one creation by `client`; `Err` says how long until it may create another.
     pub fn check(&self, client: IpAddr) -> Result<(), Duration> {
         if self.limiter.len() > MAX_TRACKED_CLIENTS {
-            self.limiter.retain_recent();
+            let mut trimmed_at = self.trimmed_at.lock().unwrap_or_else(|p| p.into_inner());
+            if trimmed_at.elapsed() >= TRIM_EVERY {
+                *trimmed_at = Instant::now();
+                self.limiter.retain_recent();
+            }
         }
         self.limiter
             .check_key(&client)

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -22,7 +23,6 @@ use crate::state::AppState;
 use crate::storage::LocalRecordings;
 use crate::sweep::{self, Sweeper};
 use crate::{http, server, writer};
-use std::time::Duration;
 
 /// A built server: bound, migrated, writer running; not yet serving.
 pub struct App {
@@ -135,9 +135,9 @@ impl App {
         let data_dir = state.config.data_dir.display().to_string();
         tracing::info!(address = %format!("http://{}", listener.local_addr()?), data_dir, "spool is listening");
 
-        let finalize_stop = CancellationToken::new();
-        let finalize_task = tokio::spawn(finalize::run(finalizer, finalize_stop.clone()));
-        let sweep_task = tokio::spawn(sweep::run(state.sweeper.clone(), finalize_stop.clone()));
+        let background_stop = CancellationToken::new();
+        let finalize_task = tokio::spawn(finalize::run(finalizer, background_stop.clone()));
+        let sweep_task = tokio::spawn(sweep::run(state.sweeper.clone(), background_stop.clone()));
         let stopping = state.shutdown.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -162,7 +162,7 @@ impl App {
                 "sockets still closing after the grace period; stopping without them"
             );
         }
-        finalize_stop.cancel();
+        background_stop.cancel();
         finalize_task.await.context("the finalize job panicked")?;
         sweep_task.await.context("the sweep panicked")?;
         writer_stop.cancel();

@@ -1,12 +1,15 @@
 //! Removing what nothing needs any more, so that a delete, a failed session
 //! or a crash leaves nothing behind:
 //! - sessions marked deleted: their chunks (in slices), recording file, then row;
-//! - chunks of sessions that are ready, failed, deleted or gone;
-//! - recording files that no live or ready session owns (at start-up).
+//! - chunks of sessions that are ready, deleted or gone, or failed with nothing
+//!   acknowledged;
+//! - recording files that no live or ready session owns.
 //!
 //! Every step is idempotent and keyed by session numbers that are never
 //! reused, so it may run twice at once (a delete request and the sweep) or be
-//! cut short by a crash and simply run again.
+//! cut short by a crash or a stop and simply run again. One item that fails
+//! (a file that cannot be removed, say) is logged and skipped, never blocking
+//! the rest.
 
 use std::time::Duration;
 
@@ -14,30 +17,33 @@ use anyhow::Context;
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
-use crate::db;
+use crate::db::{self, sessions::ChunkHolder};
 use crate::domain::{SessionId, SessionState};
 use crate::storage::LocalRecordings;
 
 /// How often the sweep finishes deletes that an error cut short.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// Every how many passes it also walks every session that has chunks (they
-/// are normally deleted by the finalize step; this catches a failed delete).
-const GARBAGE_WALK_EVERY: u32 = 10;
+/// Every how many passes it is thorough: it also walks every session that
+/// has chunks (normally deleted by the finalize step; this catches a failed
+/// delete) and every recording file.
+const THOROUGH_EVERY: u32 = 10;
 /// Deleted sessions read per query.
 const PAGE: i64 = 100;
 
+/// Removes deleted sessions' data and whatever a crash or an error left.
 #[derive(Clone)]
 pub struct Sweeper {
     pool: SqlitePool,
     recordings: LocalRecordings,
 }
 
-/// What one pass removed.
+/// What one pass removed, and how many items it had to skip.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Swept {
     pub sessions: u64,
     pub chunks: u64,
     pub files: u64,
+    pub failures: u64,
 }
 
 impl Sweeper {
@@ -62,65 +68,67 @@ impl Sweeper {
         Ok(chunks)
     }
 
-    /// One pass over the database: unfinished purges, and garbage chunks
-    /// when `walk_chunks`.
-    pub async fn sweep(&self, walk_chunks: bool) -> anyhow::Result<Swept> {
-        let (sessions, purged_chunks) = self.purge_deleted().await?;
-        let chunks = if walk_chunks {
-            self.release_garbage_chunks().await?
-        } else {
-            0
-        };
-        Ok(Swept {
-            sessions,
-            chunks: purged_chunks + chunks,
-            files: 0,
-        })
+    /// One pass: finishes interrupted deletes; when `thorough`, also
+    /// releases garbage chunks and removes orphan recording files.
+    pub async fn pass(&self, thorough: bool) -> anyhow::Result<Swept> {
+        let mut swept = Swept::default();
+        self.purge_deleted(&mut swept).await?;
+        if thorough {
+            self.release_garbage_chunks(&mut swept).await?;
+            self.remove_orphan_files(&mut swept).await?;
+        }
+        Ok(swept)
     }
 
     /// Finishes every delete that a crash or an error cut short.
-    async fn purge_deleted(&self) -> anyhow::Result<(u64, u64)> {
-        let (mut sessions, mut chunks, mut after) = (0, 0, 0);
+    async fn purge_deleted(&self, swept: &mut Swept) -> anyhow::Result<()> {
+        let mut after = 0;
         loop {
             let page = db::sessions::deleted_sessions(&self.pool, after, PAGE)
                 .await
                 .context("listing deleted sessions")?;
             let Some((last, _)) = page.last() else {
-                return Ok((sessions, chunks));
+                return Ok(());
             };
             after = *last;
             for (seq, public_id) in page {
-                chunks += self.purge(seq, &public_id).await?;
-                sessions += 1;
+                match self.purge(seq, &public_id).await {
+                    Ok(chunks) => {
+                        swept.sessions += 1;
+                        swept.chunks += chunks;
+                    }
+                    Err(e) => skipped(swept, &e, "finishing a delete"),
+                }
             }
         }
     }
 
     /// Deletes the chunks of every session that no longer needs them.
-    async fn release_garbage_chunks(&self) -> anyhow::Result<u64> {
-        let (mut deleted, mut after) = (0, i64::MIN);
+    async fn release_garbage_chunks(&self, swept: &mut Swept) -> anyhow::Result<()> {
+        let mut after = i64::MIN;
         while let Some(seq) = db::chunks::next_session_with_chunks(&self.pool, after)
             .await
             .context("looking for sessions with chunks")?
         {
             after = seq;
-            let state = db::sessions::state_by_seq(&self.pool, seq)
+            let holder = db::sessions::chunk_holder(&self.pool, seq)
                 .await
                 .context("reading a session's state")?;
-            if !needs_chunks(state.as_deref()) {
-                deleted += db::chunks::delete_all(&self.pool, seq)
-                    .await
-                    .context("deleting garbage chunks")?;
+            if needs_chunks(holder.as_ref()) {
+                continue;
+            }
+            match db::chunks::delete_all(&self.pool, seq).await {
+                Ok(chunks) => swept.chunks += chunks,
+                Err(e) => skipped(swept, &e.into(), "deleting garbage chunks"),
             }
         }
-        Ok(deleted)
+        Ok(())
     }
 
     /// Deletes recording files that no session owns: a crash between writing
     /// a file and recording it, or inside a delete. Files whose names are not
     /// session ids are not Spool's and are left alone.
-    pub async fn remove_orphan_files(&self) -> anyhow::Result<u64> {
-        let mut removed = 0;
+    async fn remove_orphan_files(&self, swept: &mut Swept) -> anyhow::Result<()> {
         for key in self.recordings.keys().await? {
             if SessionId::parse(&key).is_err() {
                 continue;
@@ -128,47 +136,67 @@ impl Sweeper {
             let state = db::sessions::state_by_public_id(&self.pool, &key)
                 .await
                 .context("looking up a recording's session")?;
-            if !owns_recording(state.as_deref()) {
-                self.recordings.delete(&key).await?;
-                removed += 1;
+            if owns_recording(state.as_deref()) {
+                continue;
+            }
+            match self.recordings.delete(&key).await {
+                Ok(()) => swept.files += 1,
+                Err(e) => skipped(swept, &e, "removing an orphan recording"),
             }
         }
-        Ok(removed)
+        Ok(())
     }
 }
 
-/// Recording and finishing sessions need their chunks; nothing else does.
-fn needs_chunks(state: Option<&str>) -> bool {
-    matches!(
-        state.map(SessionState::parse),
-        Some(Ok(SessionState::Recording | SessionState::Finishing))
-    )
+fn skipped(swept: &mut Swept, error: &anyhow::Error, doing: &str) {
+    swept.failures += 1;
+    tracing::warn!(error = %format!("{error:#}"), "sweep: {doing} failed; retrying next pass");
 }
 
-/// A file belongs to a session being finalized (it may be mid-rename) or ready.
+/// Unfinished sessions need their chunks, and so does anything holding
+/// acknowledged chunks that is not a recording yet. A state this version
+/// does not know keeps them too.
+fn needs_chunks(holder: Option<&ChunkHolder>) -> bool {
+    let Some(holder) = holder else {
+        return false;
+    };
+    match SessionState::parse(&holder.state) {
+        Ok(SessionState::Recording | SessionState::Finishing) | Err(_) => true,
+        Ok(SessionState::Failed) => holder.committed > 0,
+        Ok(SessionState::Ready | SessionState::Deleted) => false,
+    }
+}
+
+/// A file belongs to a session being finalized (it may be mid-rename) or
+/// ready, or to a state this version does not know.
 fn owns_recording(state: Option<&str>) -> bool {
-    matches!(
-        state.map(SessionState::parse),
-        Some(Ok(SessionState::Recording
-            | SessionState::Finishing
-            | SessionState::Ready))
-    )
+    state.is_some_and(|state| {
+        !matches!(
+            SessionState::parse(state),
+            Ok(SessionState::Failed | SessionState::Deleted)
+        )
+    })
 }
 
-/// Sweeps everything at start-up (files included), then every
-/// [`SWEEP_EVERY`], until `stop`.
+/// Sweeps thoroughly at start-up (until one thorough pass goes through
+/// without a failure), then every [`SWEEP_EVERY`], until `stop`, which
+/// also interrupts a pass in progress (every step of it is safe to cut).
 pub async fn run(sweeper: Sweeper, stop: CancellationToken) {
+    let mut thorough_ok = false;
     for pass in 0u32.. {
-        let files = if pass == 0 {
-            sweeper.remove_orphan_files().await
-        } else {
-            Ok(0)
+        let thorough = !thorough_ok || pass.is_multiple_of(THOROUGH_EVERY);
+        let result = tokio::select! {
+            result = sweeper.pass(thorough) => result,
+            () = stop.cancelled() => return,
         };
-        let walk_chunks = pass % GARBAGE_WALK_EVERY == 0;
-        match (sweeper.sweep(walk_chunks).await, files) {
-            (Ok(swept), Ok(files)) => {
-                let swept = Swept { files, ..swept };
-                if swept != Swept::default() {
+        match result {
+            Ok(swept) => {
+                thorough_ok |= thorough && swept.failures == 0;
+                let removed = Swept {
+                    failures: 0,
+                    ..swept
+                };
+                if removed != Swept::default() {
                     tracing::info!(
                         deleted_sessions = swept.sessions,
                         chunks = swept.chunks,
@@ -177,7 +205,7 @@ pub async fn run(sweeper: Sweeper, stop: CancellationToken) {
                     );
                 }
             }
-            (Err(e), _) | (_, Err(e)) => {
+            Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "sweep failed; retrying later")
             }
         }
@@ -192,13 +220,37 @@ pub async fn run(sweeper: Sweeper, stop: CancellationToken) {
 mod tests {
     use super::*;
 
+    fn holder(state: &str, committed: i64) -> Option<ChunkHolder> {
+        Some(ChunkHolder {
+            state: state.into(),
+            committed,
+        })
+    }
+
     #[test]
-    fn only_unfinished_sessions_keep_chunks() {
-        assert!(needs_chunks(Some("recording")) && needs_chunks(Some("finishing")));
-        for gone in [Some("ready"), Some("failed"), Some("deleted"), None] {
-            assert!(!needs_chunks(gone), "{gone:?}");
+    fn acknowledged_chunks_are_kept_until_they_are_a_recording() {
+        for keep in [
+            holder("recording", 0),
+            holder("finishing", 3),
+            holder("failed", 3),
+            holder("a-future-state", 0),
+        ] {
+            assert!(needs_chunks(keep.as_ref()), "{keep:?}");
         }
+        for release in [
+            holder("ready", 3),
+            holder("deleted", 3),
+            holder("failed", 0),
+            None,
+        ] {
+            assert!(!needs_chunks(release.as_ref()), "{release:?}");
+        }
+    }
+
+    #[test]
+    fn only_failed_deleted_and_gone_sessions_lose_their_files() {
         assert!(owns_recording(Some("ready")) && owns_recording(Some("finishing")));
+        assert!(owns_recording(Some("a-future-state")));
         for gone in [Some("failed"), Some("deleted"), None] {
             assert!(!owns_recording(gone), "{gone:?}");
         }

@@ -150,9 +150,15 @@ pub async fn mark_ready(
 }
 
 /// Ends the session as failed (it has nothing to join); its chunks are
-/// deleted afterwards, like a ready session's.
-pub async fn mark_failed(pool: &SqlitePool, seq: i64, reason: &str, now: i64) -> sqlx::Result<()> {
-    sqlx::query!(
+/// deleted afterwards, like a ready session's. Returns false if the session
+/// was no longer `finishing` (deleted meanwhile): then nothing changed.
+pub async fn mark_failed(
+    pool: &SqlitePool,
+    seq: i64,
+    reason: &str,
+    now: i64,
+) -> sqlx::Result<bool> {
+    let marked = sqlx::query!(
         "UPDATE sessions SET state = 'failed', failure_reason = ?2, updated_at = ?3, finalize_claimed_at = NULL
          WHERE seq = ?1 AND state = 'finishing'",
         seq,
@@ -161,7 +167,7 @@ pub async fn mark_failed(pool: &SqlitePool, seq: i64, reason: &str, now: i64) ->
     )
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(marked.rows_affected() == 1)
 }
 
 /// Counts a failed attempt, notes why, and moves the claim so the session

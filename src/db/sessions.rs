@@ -150,11 +150,24 @@ pub async fn deleted_sessions(
     Ok(rows.into_iter().map(|r| (r.seq, r.public_id)).collect())
 }
 
-/// The state of the session with this key, deleted included; `None` if the row is gone.
-pub async fn state_by_seq(pool: &SqlitePool, seq: i64) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar!("SELECT state FROM sessions WHERE seq = ?1", seq)
-        .fetch_optional(pool)
-        .await
+/// What decides whether a session still needs its chunks.
+#[derive(Debug, Clone)]
+pub struct ChunkHolder {
+    pub state: String,
+    /// Chunks below this were acknowledged.
+    pub committed: i64,
+}
+
+/// The state and `committed` of the session with this key, deleted
+/// included; `None` if the row is gone.
+pub async fn chunk_holder(pool: &SqlitePool, seq: i64) -> sqlx::Result<Option<ChunkHolder>> {
+    sqlx::query_as!(
+        ChunkHolder,
+        "SELECT state, committed FROM sessions WHERE seq = ?1",
+        seq
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// The state of the session with this public id, deleted included.

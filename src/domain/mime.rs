@@ -18,11 +18,6 @@ impl MimeType {
         let raw = raw.trim();
         let essence = raw.split(';').next().unwrap_or_default().trim();
         let (kind, subtype) = essence.split_once('/').ok_or(InvalidMimeType)?;
-        let is_token = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-        };
         let printable = raw.bytes().all(|b| (0x20..0x7f).contains(&b));
         let media = kind.eq_ignore_ascii_case("audio")
             || kind.eq_ignore_ascii_case("video")
@@ -53,6 +48,26 @@ impl MimeType {
             .to_ascii_lowercase()
     }
 
+    /// What to serve as `Content-Type`: the type as declared when every
+    /// parameter is a plain `name=value` of tokens, else the essence alone.
+    /// A browser reads a comma in the parameters as a second, competing type
+    /// (`audio/webm;a=,text/html`), so the client's text goes out only when
+    /// it cannot be read that way.
+    pub fn content_type(&self) -> String {
+        let mut parts = self.0.split(';');
+        let essence = parts.next().unwrap_or_default().trim();
+        let plain = parts.all(|param| {
+            param.trim().split_once('=').is_some_and(|(name, value)| {
+                is_token(name.trim()) && is_token(value.trim())
+            })
+        });
+        if plain {
+            self.0.clone()
+        } else {
+            essence.to_ascii_lowercase()
+        }
+    }
+
     /// A file extension for downloads.
     pub fn file_extension(&self) -> &'static str {
         match self.essence().as_str() {
@@ -65,6 +80,13 @@ impl MimeType {
             _ => "bin",
         }
     }
+}
+
+/// An RFC 9110 token, restricted further to what media types use.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
 }
 
 impl fmt::Display for MimeType {
@@ -101,6 +123,16 @@ mod tests {
                 .file_extension(),
             "webm"
         );
+    }
+
+    #[test]
+    fn serves_plain_parameters_and_drops_the_rest() {
+        let served = |raw: &str| MimeType::parse(raw).unwrap().content_type();
+        assert_eq!(served("audio/webm;codecs=opus"), "audio/webm;codecs=opus");
+        assert_eq!(served("audio/ogg; codecs=opus"), "audio/ogg; codecs=opus");
+        assert_eq!(served("audio/webm;a=,text/html"), "audio/webm");
+        assert_eq!(served("Video/WebM;codecs=vp8,opus"), "video/webm");
+        assert_eq!(served("audio/mp4;codecs=\"mp4a.40.2\""), "audio/mp4");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::db::{self, finalize::Claim, finalize::MarkedReady, finalize::RecordingFacts};
-use crate::domain::MimeType;
+use crate::domain::{MimeType, SessionState};
 use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;
 use crate::sweep::Sweeper;
@@ -127,6 +127,22 @@ impl Finalizer {
         Ok(Outcome::Ready(id))
     }
 
+    /// A file this step committed before failing is garbage if the session
+    /// was deleted meanwhile (and is someone else's if it became ready).
+    async fn discard_if_deleted(&self, public_id: &str) {
+        let deleted = match db::sessions::state_by_public_id(&self.pool, public_id).await {
+            Ok(state) => state.is_none_or(|state| state == SessionState::Deleted.as_str()),
+            Err(_) => false, // the start-up sweep decides later
+        };
+        if deleted && let Err(e) = self.recordings.delete(public_id).await {
+            tracing::warn!(error = %format!("{e:#}"), "removing a deleted session's recording failed; the sweep retries");
+        }
+    }
+
+    fn sweeper(&self) -> Sweeper {
+        Sweeper::new(self.pool.clone(), self.recordings.clone())
+    }
+
     /// Chunk 0 never arrived, so nothing can be joined. A session that never
     /// received any chunk is abandoned and removed; one that received later
     /// chunks ends `failed`, saying what arrived, and those chunks (never
@@ -137,9 +153,7 @@ impl Finalizer {
             if db::sessions::mark_deleted(&self.pool, claim.seq, now).await? {
                 tracing::info!("no chunk ever arrived; abandoned session removed");
             }
-            Sweeper::new(self.pool.clone(), self.recordings.clone())
-                .purge(claim.seq, &id)
-                .await?;
+            self.sweeper().purge(claim.seq, &id).await?;
             return Ok(Outcome::Removed(id));
         }
         let reason = format!(
@@ -148,8 +162,10 @@ impl Finalizer {
             claim.bytes_received,
             claim.max_index.unwrap_or_default()
         );
+        if !db::finalize::mark_failed(&self.pool, claim.seq, &reason, now).await? {
+            return Ok(Outcome::Discarded(id));
+        }
         tracing::warn!(reason, "session failed");
-        db::finalize::mark_failed(&self.pool, claim.seq, &reason, now).await?;
         db::chunks::delete_all(&self.pool, claim.seq)
             .await
             .context("releasing a failed session's chunks")?;
@@ -177,7 +193,8 @@ impl Finalizer {
                 tracing::error!(error = %format!("{err:#}"), attempts, retry_in = ?delay, "finalize failed")
             }
             Ok(None) => {
-                tracing::info!("session deleted while finalizing; nothing to retry");
+                tracing::info!("session no longer being finalized; nothing to retry");
+                self.discard_if_deleted(&claim.public_id).await;
                 return Outcome::Discarded(claim.public_id.clone());
             }
             Err(e) => {

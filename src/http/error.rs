@@ -22,6 +22,8 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("the request body is over {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("metadata is over {limit} bytes (serialized)")]
     MetadataTooLarge { limit: usize },
     #[error("too many new sessions from this address; retry in {} s", retry_after_secs(*.retry_after))]
@@ -61,6 +63,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,6 +80,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::MetadataTooLarge { .. } => "metadata_too_large",
             Self::TooManyRequests { .. } => "too_many_requests",
+            Self::RequestTimeout => "request_timeout",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",

@@ -12,6 +12,8 @@ use crate::state::AppState;
 
 /// Largest JSON body accepted (session metadata included).
 pub const MAX_JSON_BYTES: usize = 16 * 1024;
+/// How long a client may take to send a JSON body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A JSON body, read (bounded) but not yet parsed, so handlers check
 /// credentials first and answer 401 before judging the body. Any
@@ -22,8 +24,10 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_JSON_BYTES)
+        let read = axum::body::to_bytes(req.into_body(), MAX_JSON_BYTES);
+        let bytes = tokio::time::timeout(BODY_TIMEOUT, read)
             .await
+            .map_err(|_| ApiError::RequestTimeout)?
             .map_err(|_| ApiError::PayloadTooLarge {
                 limit: MAX_JSON_BYTES,
             })?;

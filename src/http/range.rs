@@ -14,7 +14,12 @@ pub enum RangeRequest {
 
 impl RangeRequest {
     pub fn parse(header: Option<&str>, len: u64) -> Self {
-        let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        // The unit is case-insensitive (RFC 9110 §14.1).
+        let Some(spec) = header
+            .and_then(|h| h.trim().split_once('='))
+            .filter(|(unit, _)| unit.trim().eq_ignore_ascii_case("bytes"))
+            .map(|(_, spec)| spec)
+        else {
             return Self::Full;
         };
         if spec.contains(',') {
@@ -24,12 +29,11 @@ impl RangeRequest {
             return Self::Full;
         };
         let (first, last) = (first.trim(), last.trim());
-        // Digits only: `u64::from_str` would also take a sign ("+1").
+        // Digits only: `u64::from_str` would also take a sign ("+1"). A
+        // position too large for u64 is past any end, so it saturates.
         let parse = |s: &str| {
-            s.bytes()
-                .all(|b| b.is_ascii_digit())
-                .then(|| s.parse::<u64>().ok())
-                .flatten()
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u64>().unwrap_or(u64::MAX))
         };
         match (first.is_empty(), last.is_empty()) {
             // bytes=-N: the last N bytes.
@@ -114,6 +118,15 @@ mod tests {
         assert_eq!(parse("bytes=+1-+2", 1000), Full);
         assert_eq!(parse("bytes=-+5", 1000), Full);
         assert_eq!(parse("bytes=+5-", 1000), Full);
+        assert_eq!(parse("Bytes=0-9", 1000), Partial { start: 0, end: 9 });
+        assert_eq!(
+            parse("bytes=10-99999999999999999999999", 1000),
+            Partial {
+                start: 10,
+                end: 999
+            }
+        );
+        assert_eq!(parse("bytes=99999999999999999999999-", 1000), Unsatisfiable);
         assert_eq!(RangeRequest::parse(None, 1000), Full);
     }
 }

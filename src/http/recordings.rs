@@ -51,7 +51,7 @@ async fn download(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=3600"),
     );
-    headers.insert(header::CONTENT_TYPE, header_value(mime.as_str())?);
+    headers.insert(header::CONTENT_TYPE, header_value(&mime.content_type())?);
     let disposition = format!("inline; filename=\"{id}.{}\"", mime.file_extension());
     headers.insert(header::CONTENT_DISPOSITION, header_value(&disposition)?);
     // Uploaded bytes are never a page of this origin: no sniffing them into

@@ -1,13 +1,15 @@
-//! Who is on the other end of a connection: its address, and how many bytes
-//! it has sent so far, counted below HTTP so the count carries on through a
-//! WebSocket upgrade (a socket's partial frame is visible nowhere else).
+//! Who is on the other end of a connection: its address, how many bytes it
+//! has sent so far, and when bytes last moved either way — counted below
+//! HTTP, so the count carries on through a WebSocket upgrade (a socket's
+//! partial frame is visible nowhere else) and a stalled transfer shows.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -18,27 +20,53 @@ use tokio::net::TcpStream;
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
-    bytes_read: Arc<AtomicU64>,
+    io: Arc<IoCounters>,
+}
+
+#[derive(Debug, Default)]
+struct IoCounters {
+    bytes_read: AtomicU64,
+    /// Milliseconds since [`EPOCH`] when bytes last moved.
+    moved_at_ms: AtomicU64,
+}
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
+}
+
+impl IoCounters {
+    fn moved(&self) {
+        self.moved_at_ms.store(now_ms(), Ordering::Relaxed);
+    }
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Self {
+        let io = IoCounters::default();
+        io.moved();
         Self {
             addr,
-            bytes_read: Arc::default(),
+            io: Arc::new(io),
         }
+    }
+
+    /// How long since a byte was last read or written.
+    pub fn still_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.io.moved_at_ms.load(Ordering::Relaxed)))
     }
 
     /// Bytes received on this connection so far.
     pub fn bytes_read(&self) -> u64 {
-        self.bytes_read.load(Ordering::Relaxed)
+        self.io.bytes_read.load(Ordering::Relaxed)
     }
 
-    /// The stream, counting what it reads into this peer.
+    /// The stream, counting its traffic into this peer.
     pub fn wrap(&self, stream: TcpStream) -> CountingStream {
         CountingStream {
             inner: stream,
-            bytes_read: self.bytes_read.clone(),
+            io: self.io.clone(),
         }
     }
 
@@ -72,10 +100,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
-/// A TCP stream that counts the bytes it reads.
+/// A TCP stream that counts the bytes it reads and notes when bytes move.
 pub struct CountingStream {
     inner: TcpStream,
-    bytes_read: Arc<AtomicU64>,
+    io: Arc<IoCounters>,
 }
 
 impl AsyncRead for CountingStream {
@@ -87,8 +115,19 @@ impl AsyncRead for CountingStream {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
-        self.bytes_read.fetch_add(read as u64, Ordering::Relaxed);
+        if read > 0 {
+            self.io.bytes_read.fetch_add(read as u64, Ordering::Relaxed);
+            self.io.moved();
+        }
         polled
+    }
+}
+
+impl CountingStream {
+    fn note_written(&self, polled: &Poll<io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(written)) if *written > 0) {
+            self.io.moved();
+        }
     }
 }
 
@@ -98,7 +137,9 @@ impl AsyncWrite for CountingStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note_written(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -106,7 +147,9 @@ impl AsyncWrite for CountingStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_written(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {

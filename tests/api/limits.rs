@@ -93,6 +93,23 @@ async fn silent_and_slow_header_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn a_body_that_does_not_arrive_is_answered_408() {
+    let app = spawn_app_with(|_| {}).await;
+    let mut slow_body = raw_connection(&app).await;
+    slow_body
+        .write_all(b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 512];
+    let read = tokio::time::timeout(Duration::from_secs(30), slow_body.read(&mut answer))
+        .await
+        .expect("no answer to a stalled body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+#[tokio::test]
 async fn a_stop_completes_whatever_clients_do() {
     let app = spawn_app_with(|_| {}).await;
     let mut partial_header = raw_connection(&app).await;

@@ -35,6 +35,8 @@ impl Rng {
 /// What the test knows about one session, as its client would.
 struct Tracked {
     id: String,
+    /// The session's key in the database, to look for leftovers.
+    seq: i64,
     token: String,
     chunks: Vec<Vec<u8>>,
     /// The highest `committed` the server acknowledged.
@@ -80,7 +82,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_chunk() {
             check_after_restart(&base, session).await;
         }
         while sessions.iter().filter(|s| !s.done()).count() < 3 {
-            match create(&base, &mut rng).await {
+            match create(&base, &dir.path().join("spool.db"), &mut rng).await {
                 Some(session) => sessions.push(session),
                 None => break,
             }
@@ -115,12 +117,17 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_chunk() {
         check_after_restart(&server.base, session).await;
     }
     let db = Inspect::open(&dir.path().join("spool.db")).await;
+    let mut seqs = Vec::new();
     for session in sessions.iter().filter(|s| s.deleted) {
+        seqs.push(session.seq);
         let gone = || async {
             db.seq(&session.id).await.is_none()
                 && !dir.path().join("recordings").join(&session.id).exists()
         };
         eventually("a deleted session's row and file are removed", gone).await;
+    }
+    for seq in seqs {
+        assert_eq!(db.chunks_of(seq).await, 0, "a deleted session kept chunks");
     }
     assert!(acked_total > 0, "the soak never got a chunk acknowledged");
     server.kill9().await;
@@ -183,7 +190,7 @@ async fn verify_recording(base: &str, session: &mut Tracked, status: &Value) {
     session.verified_ready = true;
 }
 
-async fn create(base: &str, rng: &mut Rng) -> Option<Tracked> {
+async fn create(base: &str, db: &std::path::Path, rng: &mut Rng) -> Option<Tracked> {
     let created: Value = reqwest::Client::new()
         .post(format!("{base}/v1/sessions"))
         .json(&json!({"mime_type": "audio/ogg;codecs=opus"}))
@@ -201,8 +208,11 @@ async fn create(base: &str, rng: &mut Rng) -> Option<Tracked> {
                 .collect()
         })
         .collect();
+    let id = created["id"].as_str()?.to_owned();
+    let seq = Inspect::open(db).await.seq(&id).await?;
     Some(Tracked {
-        id: created["id"].as_str()?.to_owned(),
+        seq,
+        id,
         token: created["token"].as_str()?.to_owned(),
         chunks,
         acked: 0,
