@@ -4,7 +4,8 @@
 //!
 //! `cargo bench --bench sockets` — or `cargo bench --bench sockets -- IDLE PARTIAL`
 //! (defaults 2000 and 200). Runs the release binary as its own process so
-//! its memory is measured alone.
+//! its memory is measured alone; `SPOOL_BIN=path` measures another build
+//! (an older one, for a comparison in the same conditions).
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

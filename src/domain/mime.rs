@@ -57,9 +57,10 @@ impl MimeType {
         let mut parts = self.0.split(';');
         let essence = parts.next().unwrap_or_default().trim();
         let plain = parts.all(|param| {
-            param.trim().split_once('=').is_some_and(|(name, value)| {
-                is_token(name.trim()) && is_token(value.trim())
-            })
+            param
+                .trim()
+                .split_once('=')
+                .is_some_and(|(name, value)| is_token(name.trim()) && is_token(value.trim()))
         });
         if plain {
             self.0.clone()

@@ -36,6 +36,35 @@ struct CreateSession {
     metadata: Option<Value>,
 }
 
+impl CreateSession {
+    /// The declared type (default `application/octet-stream`) and the
+    /// metadata object as stored, or why they are refused.
+    fn validate(self) -> Result<(MimeType, String), ApiError> {
+        let mime_type = match self.mime_type.as_deref() {
+            Some(raw) => MimeType::parse(raw)
+                .map_err(|e| ApiError::bad_request("invalid_mime_type", e.to_string()))?,
+            None => MimeType::octet_stream(),
+        };
+        let metadata = match self.metadata {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(object @ Value::Object(_)) => object,
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_metadata",
+                    "metadata must be a JSON object",
+                ));
+            }
+        };
+        let metadata_json = metadata.to_string();
+        if metadata_json.len() > MAX_METADATA_BYTES {
+            return Err(ApiError::MetadataTooLarge {
+                limit: MAX_METADATA_BYTES,
+            });
+        }
+        Ok((mime_type, metadata_json))
+    }
+}
+
 async fn create_session(
     State(state): State<AppState>,
     credential: Credential,
@@ -50,28 +79,7 @@ async fn create_session(
             .check(peer.client_key())
             .map_err(|retry_after| ApiError::TooManyRequests { retry_after })?;
     }
-    let body: CreateSession = body.parse()?;
-    let mime_type = match body.mime_type.as_deref() {
-        Some(raw) => MimeType::parse(raw)
-            .map_err(|e| ApiError::bad_request("invalid_mime_type", e.to_string()))?,
-        None => MimeType::octet_stream(),
-    };
-    let metadata = match body.metadata {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(object @ Value::Object(_)) => object,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "invalid_metadata",
-                "metadata must be a JSON object",
-            ));
-        }
-    };
-    let metadata_json = metadata.to_string();
-    if metadata_json.len() > MAX_METADATA_BYTES {
-        return Err(ApiError::MetadataTooLarge {
-            limit: MAX_METADATA_BYTES,
-        });
-    }
+    let (mime_type, metadata_json) = body.parse::<CreateSession>()?.validate()?;
     let (id, token) = (SessionId::generate(), Token::generate());
     let new = NewSession {
         id: &id,

@@ -110,6 +110,49 @@ async fn a_body_that_does_not_arrive_is_answered_408() {
 }
 
 #[tokio::test]
+async fn a_download_whose_client_stops_reading_is_closed() {
+    let app = spawn_app_with(|_| {}).await;
+    let session = app.create_session().await;
+    let (mut ws, _) = Ws::ready(&app, &session).await;
+    let chunk = vec![7u8; 1024 * 1024];
+    for index in 0..24 {
+        ws.send_chunk(index, &chunk).await;
+    }
+    ws.wait_ack(24).await;
+    ws.send_json(json!({"type": "finish", "chunks": 24})).await;
+    assert_eq!(ws.recv_json().await["type"], "finishing");
+    drop(ws);
+    app.wait_finalized(&session).await;
+    let mut reader = raw_connection(&app).await;
+    let request = format!(
+        "GET /v1/sessions/{}/recording?token={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        session.id, session.token
+    );
+    reader.write_all(request.as_bytes()).await.unwrap();
+    // Read a little, then stop reading: the server's sends block once the
+    // socket buffers are full.
+    let mut first = vec![0u8; 4096];
+    let _ = reader.read(&mut first).await.unwrap();
+    tokio::time::sleep(spool::server::STALL_TIMEOUT + Duration::from_secs(5)).await;
+    let mut received = 0usize;
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled download was never closed");
+    assert!(
+        received < 24 * 1024 * 1024,
+        "the whole file was sent after all"
+    );
+}
+
+#[tokio::test]
 async fn a_stop_completes_whatever_clients_do() {
     let app = spawn_app_with(|_| {}).await;
     let mut partial_header = raw_connection(&app).await;
