@@ -5,7 +5,9 @@
 //! - [`config`]: settings (flags and `SPOOL_*` variables).
 //! - [`startup`]: builds the [`App`] and runs it until a shutdown signal;
 //!   [`server`]: accepts connections (timeouts, peers, a bounded stop).
-//! - [`http`]: the HTTP API, one module per feature; [`ingest`]: the WebSocket protocol.
+//! - [`http`]: the HTTP API, one module per feature; [`ingest`]: the WebSocket
+//!   protocol; [`api`]: what both share (credentials, errors, the session JSON);
+//!   [`connections`]: the one live socket of each session.
 //! - [`writer`]: the one task that writes chunks, committing batches from every
 //!   connection in one transaction before anything is acknowledged.
 //! - [`finalize`]: the background job that joins a session's chunks into its recording.
@@ -23,7 +25,9 @@
 //! ack to the socket. A finished session flows: [`finalize`] → [`storage`] →
 //! session `ready` → download through [`http`].
 
+pub mod api;
 pub mod config;
+pub mod connections;
 pub mod db;
 pub mod domain;
 pub mod finalize;

@@ -3,8 +3,6 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-use crate::writer::ChunkOutcome;
-
 #[derive(Debug, Default)]
 pub struct Metrics {
     sessions_created: AtomicU64,
@@ -31,16 +29,21 @@ impl Metrics {
         self.writer_batch_rows.fetch_add(rows as u64, Relaxed);
     }
 
-    pub fn chunk_outcome(&self, outcome: &ChunkOutcome, bytes: usize) {
-        match outcome {
-            ChunkOutcome::Stored { .. } => {
-                self.chunks_stored.fetch_add(1, Relaxed);
-                self.chunk_bytes_stored.fetch_add(bytes as u64, Relaxed);
-            }
-            ChunkOutcome::Duplicate { .. } => drop(self.chunks_duplicate.fetch_add(1, Relaxed)),
-            ChunkOutcome::Conflict { .. } => drop(self.chunks_conflict.fetch_add(1, Relaxed)),
-            _ => drop(self.chunks_refused.fetch_add(1, Relaxed)),
-        }
+    pub fn chunk_stored(&self, bytes: usize) {
+        self.chunks_stored.fetch_add(1, Relaxed);
+        self.chunk_bytes_stored.fetch_add(bytes as u64, Relaxed);
+    }
+
+    pub fn chunk_duplicate(&self) {
+        self.chunks_duplicate.fetch_add(1, Relaxed);
+    }
+
+    pub fn chunk_conflict(&self) {
+        self.chunks_conflict.fetch_add(1, Relaxed);
+    }
+
+    pub fn chunk_refused(&self) {
+        self.chunks_refused.fetch_add(1, Relaxed);
     }
 
     pub fn connection_opened(&self) {

@@ -13,10 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::connections::ConnectionRegistry;
 use crate::db;
 use crate::domain::Secret;
 use crate::finalize::{self, Finalizer};
-use crate::ingest::ConnectionRegistry;
 use crate::limits::{CreationLimit, SocketSlots};
 use crate::metrics::Metrics;
 use crate::state::AppState;

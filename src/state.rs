@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::connections::ConnectionRegistry;
 use crate::domain::Secret;
-use crate::ingest::ConnectionRegistry;
 use crate::limits::{CreationLimit, SocketSlots};
 use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;

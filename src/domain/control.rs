@@ -12,6 +12,17 @@ pub enum ClientMessage {
     Ping,
 }
 
+/// A declared chunk count: at least one chunk, and indexes fit in a u32.
+pub fn finish_count(chunks: u64) -> Result<i64, String> {
+    if (1..=1u64 << 32).contains(&chunks) {
+        Ok(chunks as i64)
+    } else {
+        Err(format!(
+            "chunks must be between 1 and 4294967296, not {chunks}"
+        ))
+    }
+}
+
 /// Largest control message accepted; anything longer is malformed.
 const MAX_LEN: usize = 4096;
 

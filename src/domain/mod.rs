@@ -9,7 +9,7 @@ mod state;
 mod token;
 
 pub use chunk_frame::{ChunkFrame, FrameError, HEADER_LEN};
-pub use control::ClientMessage;
+pub use control::{ClientMessage, finish_count};
 pub use mime::MimeType;
 pub use session_id::SessionId;
 pub use state::SessionState;

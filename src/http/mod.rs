@@ -1,26 +1,19 @@
 //! The HTTP surface, one module per feature; this file is the table of contents.
 
-mod auth;
 mod cors;
-mod error;
-mod extract;
 mod ops;
 mod range;
 mod recordings;
 mod sessions;
-mod view;
 mod web;
 
 use axum::Router;
 use axum::http::Request;
 use tower_http::trace::TraceLayer;
 
-pub use auth::Credential;
-pub use error::ApiError;
-pub use extract::{BaseUrl, SessionPath};
-pub use sessions::{finish_count, load_session};
-pub use view::{RecordingView, SessionView};
+pub use sessions::load_session;
 
+use crate::api::ApiError;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {

@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::http::ApiError;
+use crate::api::ApiError;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {

@@ -8,10 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio_util::io::ReaderStream;
 
+use crate::api::ApiError;
+use crate::api::Credential;
+use crate::api::SessionPath;
 use crate::domain::MimeType;
-use crate::http::ApiError;
-use crate::http::auth::Credential;
-use crate::http::extract::SessionPath;
 use crate::http::range::RangeRequest;
 use crate::http::sessions::load_session;
 use crate::state::AppState;

@@ -8,12 +8,12 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api::ApiError;
+use crate::api::SessionView;
+use crate::api::{BaseUrl, JsonBody, SessionPath};
+use crate::api::{Creator, Credential};
 use crate::db::{self, sessions::NewSession, sessions::SessionRow};
-use crate::domain::{MimeType, SessionId, SessionState, Token};
-use crate::http::ApiError;
-use crate::http::auth::{Creator, Credential};
-use crate::http::extract::{BaseUrl, JsonBody, SessionPath};
-use crate::http::view::SessionView;
+use crate::domain::{MimeType, SessionId, SessionState, Token, finish_count};
 use crate::server::Peer;
 use crate::state::AppState;
 use crate::writer::{FinishOutcome, WriteError};
@@ -142,17 +142,6 @@ async fn finish_session(
     }
     let row = load_session(&state, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(SessionView::new(&row, &base))))
-}
-
-/// A declared chunk count: at least one chunk, and indexes fit in a u32.
-pub fn finish_count(chunks: u64) -> Result<i64, String> {
-    if (1..=1u64 << 32).contains(&chunks) {
-        Ok(chunks as i64)
-    } else {
-        Err(format!(
-            "chunks must be between 1 and 4294967296, not {chunks}"
-        ))
-    }
 }
 
 fn finish_refusal(outcome: FinishOutcome) -> ApiError {

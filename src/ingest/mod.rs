@@ -6,7 +6,6 @@
 
 mod close;
 mod rate;
-mod registry;
 mod session;
 mod slow_message;
 mod socket;
@@ -18,11 +17,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 pub use close::CloseReason;
-pub use registry::{ConnectionRegistry, Eviction};
 pub use socket::{Connection, handle_socket};
 
+use crate::api::{ApiError, BaseUrl, Credential};
 use crate::domain::HEADER_LEN;
-use crate::http::{ApiError, BaseUrl, Credential};
 use crate::server::Peer;
 use crate::state::AppState;
 

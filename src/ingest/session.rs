@@ -11,12 +11,12 @@ use tokio::sync::broadcast;
 
 use super::close::CloseReason;
 use super::rate::RateLimit;
-use super::registry::Eviction;
 use super::slow_message::{self, PartialMessageWatch};
 use super::socket::{Connection, send_text};
+use crate::api::{BaseUrl, RecordingView};
+use crate::connections::Eviction;
 use crate::db;
-use crate::domain::{ChunkFrame, ClientMessage, FrameError, SessionId};
-use crate::http::{BaseUrl, RecordingView, finish_count};
+use crate::domain::{ChunkFrame, ClientMessage, FrameError, SessionId, finish_count};
 use crate::state::AppState;
 use crate::writer::{ChunkOutcome, FinishOutcome, PendingChunk, WriteError};
 

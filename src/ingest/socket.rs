@@ -8,9 +8,9 @@ use tracing::Instrument;
 
 use super::close::CloseReason;
 use super::session::Session;
+use crate::api::{BaseUrl, Credential};
 use crate::db;
 use crate::domain::{SessionId, SessionState, TokenHash};
-use crate::http::{BaseUrl, Credential};
 use crate::log_safe::LogSafe;
 use crate::server::Peer;
 use crate::state::AppState;

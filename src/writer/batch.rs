@@ -206,7 +206,7 @@ pub(super) fn answer(
                     Decision::BeyondFinish(expected) => ChunkOutcome::BeyondFinish { expected },
                     _ => ChunkOutcome::UnknownSession,
                 };
-                metrics.chunk_outcome(&outcome, chunk.payload.len());
+                count(metrics, &outcome, chunk.payload.len());
                 let _ = reply.send(Ok(outcome)); // the connection may have gone; the chunk is stored all the same
             }
             Request::Finish { session, reply, .. } => {
@@ -224,6 +224,15 @@ pub(super) fn answer(
             }
             Request::Touch { .. } => {}
         }
+    }
+}
+
+fn count(metrics: &Metrics, outcome: &ChunkOutcome, bytes: usize) {
+    match outcome {
+        ChunkOutcome::Stored { .. } => metrics.chunk_stored(bytes),
+        ChunkOutcome::Duplicate { .. } => metrics.chunk_duplicate(),
+        ChunkOutcome::Conflict { .. } => metrics.chunk_conflict(),
+        _ => metrics.chunk_refused(),
     }
 }
 

@@ -6,8 +6,8 @@ use axum::http::header::HOST;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use crate::api::ApiError;
 use crate::domain::SessionId;
-use crate::http::ApiError;
 use crate::state::AppState;
 
 /// Largest JSON body accepted (session metadata included).

@@ -3,8 +3,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::api::BaseUrl;
 use crate::db::sessions::SessionRow;
-use crate::http::extract::BaseUrl;
 
 #[derive(Debug, Serialize)]
 pub struct SessionView {

@@ -6,9 +6,9 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
+use crate::api::ApiError;
 use crate::db::sessions::SessionRow;
 use crate::domain::TokenHash;
-use crate::http::ApiError;
 use crate::state::AppState;
 
 /// Who may create a session.

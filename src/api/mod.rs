@@ -1,0 +1,13 @@
+//! The API's shared vocabulary, below both [`crate::http`] (the routes) and
+//! [`crate::ingest`] (the WebSocket): who is asking, where clients reach this
+//! server, the one error type, request extractors, and the session JSON.
+
+mod auth;
+mod error;
+mod extract;
+mod view;
+
+pub use auth::{Creator, Credential};
+pub use error::ApiError;
+pub use extract::{BaseUrl, JsonBody, SessionPath};
+pub use view::{RecordingView, SessionView, rfc3339};
