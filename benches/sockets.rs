@@ -28,14 +28,17 @@ async fn main() {
     let partial = args.get(1).copied().unwrap_or(200);
     let _ = spool::server::raise_fd_limit();
     let dir = tempfile::tempdir().unwrap();
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_spool"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--max-sessions-per-minute",
-            "0",
-            "--data-dir",
-        ])
+    let other = std::env::var("SPOOL_BIN").ok();
+    // An older build may not know the flag (nor limit creation).
+    let limits: &[&str] = match other {
+        Some(_) => &[],
+        None => &["--max-sessions-per-minute", "0"],
+    };
+    let binary = other.unwrap_or_else(|| env!("CARGO_BIN_EXE_spool").into());
+    let mut server = tokio::process::Command::new(binary)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(limits)
+        .arg("--data-dir")
         .arg(dir.path())
         .env("RUST_LOG", "warn,spool::startup=info")
         .stdout(Stdio::piped())
