@@ -5,11 +5,12 @@ use serde_json::Value;
 
 use crate::api::BaseUrl;
 use crate::db::sessions::SessionRow;
+use crate::domain::{SessionId, SessionState};
 
 #[derive(Debug, Serialize)]
 pub struct SessionView {
-    pub id: String,
-    pub state: String,
+    pub id: SessionId,
+    pub state: SessionState,
     pub mime_type: String,
     pub created_at: String,
     pub updated_at: String,
@@ -41,7 +42,7 @@ impl SessionView {
     pub fn new(row: &SessionRow, base: &BaseUrl) -> Self {
         Self {
             id: row.public_id.clone(),
-            state: row.state.clone(),
+            state: row.state,
             mime_type: row.mime_type.clone(),
             created_at: rfc3339(row.created_at),
             updated_at: rfc3339(row.updated_at),
@@ -59,7 +60,7 @@ impl SessionView {
 impl RecordingView {
     /// `None` until the session is ready.
     pub fn new(row: &SessionRow, base: &BaseUrl) -> Option<Self> {
-        if row.state != "ready" {
+        if row.state != SessionState::Ready {
             return None;
         }
         Some(Self {

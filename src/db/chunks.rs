@@ -4,12 +4,12 @@
 use futures_util::Stream;
 use sqlx::{SqliteConnection, SqlitePool};
 
-use crate::domain::ChunkFrame;
+use crate::domain::{ChunkFrame, SessionState};
 
 /// What the writer needs to know about a session before storing into it.
 #[derive(Debug, Clone)]
 pub struct Gate {
-    pub state: String,
+    pub state: SessionState,
     pub expected_chunks: Option<i64>,
     pub max_index: Option<i64>,
     /// The finalize job has taken the session: no chunk may be added.
@@ -18,7 +18,8 @@ pub struct Gate {
 
 pub async fn session_gate(conn: &mut SqliteConnection, seq: i64) -> sqlx::Result<Option<Gate>> {
     let row = sqlx::query!(
-        "SELECT state, expected_chunks, max_index, finalize_claimed_at FROM sessions WHERE seq = ?1",
+        r#"SELECT state AS "state: SessionState", expected_chunks, max_index, finalize_claimed_at
+           FROM sessions WHERE seq = ?1"#,
         seq
     )
     .fetch_optional(conn)

@@ -2,15 +2,17 @@
 
 use sqlx::{SqliteConnection, SqlitePool};
 
-use crate::domain::{MimeType, SessionId, TokenHash};
+use crate::domain::{MimeType, SessionId, SessionState, TokenHash};
 
 /// A session as stored. Recording columns are `None` until it is ready.
-#[derive(Debug, Clone)]
+/// `FromRow` lets listings select `*` (see [`super::admin`]); lookups by id
+/// use the checked query below.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionRow {
     pub seq: i64,
-    pub public_id: String,
+    pub public_id: SessionId,
     pub token_hash: Vec<u8>,
-    pub state: String,
+    pub state: SessionState,
     pub mime_type: String,
     pub metadata: String,
     pub expected_chunks: Option<i64>,
@@ -31,6 +33,8 @@ pub struct SessionRow {
     pub recording_duration_ms: Option<i64>,
     pub recording_complete: Option<bool>,
     pub recording_missing: Option<String>,
+    pub last_client_addr: Option<String>,
+    pub last_user_agent: Option<String>,
 }
 
 pub struct NewSession<'a> {
@@ -65,11 +69,13 @@ pub async fn find_session(pool: &SqlitePool, id: &SessionId) -> sqlx::Result<Opt
     let id = id.as_str();
     sqlx::query_as!(
         SessionRow,
-        r#"SELECT seq AS "seq!", public_id, token_hash, state, mime_type, metadata, expected_chunks,
+        r#"SELECT seq AS "seq!", public_id AS "public_id: SessionId", token_hash,
+                  state AS "state: SessionState", mime_type, metadata, expected_chunks,
                   committed, chunks_received, bytes_received, max_index, connections, created_at,
                   updated_at, last_seen_at, finalize_claimed_at, failure_reason, recording_bytes,
                   recording_sha256, recording_source_bytes, recording_source_sha256,
-                  recording_duration_ms, recording_complete AS "recording_complete: bool", recording_missing
+                  recording_duration_ms, recording_complete AS "recording_complete: bool",
+                  recording_missing, last_client_addr, last_user_agent
            FROM sessions WHERE public_id = ?1 AND state != 'deleted'"#,
         id
     )
@@ -77,20 +83,44 @@ pub async fn find_session(pool: &SqlitePool, id: &SessionId) -> sqlx::Result<Opt
     .await
 }
 
-/// Counts a new WebSocket connection and marks the session as seen.
+/// Counts a new WebSocket connection, notes who made it, and marks the session as seen.
 pub async fn record_connection(
     conn: &mut SqliteConnection,
     seq: i64,
+    client: &ClientInfo,
     now: i64,
 ) -> sqlx::Result<()> {
     sqlx::query!(
-        "UPDATE sessions SET connections = connections + 1, last_seen_at = MAX(last_seen_at, ?2) WHERE seq = ?1",
+        "UPDATE sessions SET connections = connections + 1, last_seen_at = MAX(last_seen_at, ?2),
+                last_client_addr = ?3, last_user_agent = ?4
+         WHERE seq = ?1",
         seq,
-        now
+        now,
+        client.addr,
+        client.user_agent
     )
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Who made a connection: its address, and its `User-Agent` (client text,
+/// cut to [`ClientInfo::MAX_USER_AGENT`] characters).
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub addr: String,
+    pub user_agent: Option<String>,
+}
+
+impl ClientInfo {
+    pub const MAX_USER_AGENT: usize = 256;
+
+    pub fn new(addr: std::net::SocketAddr, user_agent: Option<&str>) -> Self {
+        Self {
+            addr: addr.to_string(),
+            user_agent: user_agent.map(|ua| ua.chars().take(Self::MAX_USER_AGENT).collect()),
+        }
+    }
 }
 
 /// Marks the session as seen (a ping or a connection still open), which

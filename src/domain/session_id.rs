@@ -4,7 +4,8 @@ use std::fmt;
 
 /// A session's public id. Unguessable, so knowing one is not a credential but
 /// does not leak others either.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct SessionId(String);
 
 impl SessionId {
@@ -42,6 +43,20 @@ impl fmt::Display for SessionId {
 #[derive(Debug, thiserror::Error)]
 #[error("not a session id")]
 pub struct InvalidSessionId;
+
+/// Read back from the database through `parse`, like any other input.
+impl sqlx::Type<sqlx::Sqlite> for SessionId {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <str as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for SessionId {
+    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
+        Ok(Self::parse(text)?)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -51,6 +51,27 @@ impl SessionState {
 #[error("unknown session state {0:?}")]
 pub struct UnknownState(String);
 
+impl std::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Stored as its text; a stored value this version does not know is a
+/// decoding error, never a silent default.
+impl sqlx::Type<sqlx::Sqlite> for SessionState {
+    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
+        <str as sqlx::Type<sqlx::Sqlite>>::type_info()
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for SessionState {
+    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
+        Ok(Self::parse(text)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

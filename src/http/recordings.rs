@@ -11,7 +11,7 @@ use tokio_util::io::ReaderStream;
 use crate::api::ApiError;
 use crate::api::Credential;
 use crate::api::SessionPath;
-use crate::domain::MimeType;
+use crate::domain::{MimeType, SessionState};
 use crate::http::range::RangeRequest;
 use crate::http::sessions::load_session;
 use crate::state::AppState;
@@ -30,7 +30,7 @@ async fn download(
 ) -> Result<Response, ApiError> {
     let row = load_session(&state, &id).await?;
     credential.authorize_session(&state, &row)?;
-    let (Some(sha256), "ready") = (row.recording_sha256.as_deref(), row.state.as_str()) else {
+    let (Some(sha256), SessionState::Ready) = (row.recording_sha256.as_deref(), row.state) else {
         return Err(ApiError::conflict(
             "not_ready",
             format!("the recording is not ready (the session is {})", row.state),

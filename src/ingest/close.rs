@@ -1,6 +1,6 @@
 //! Why a socket closes: the `error` message and close code of each reason.
 
-use serde_json::json;
+use crate::api::ServerMessage;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CloseReason {
@@ -107,7 +107,12 @@ impl CloseReason {
     /// The `error` message sent before the close (none before a normal close).
     pub fn error_message(&self) -> Option<String> {
         (!matches!(self, Self::Finished | Self::ClientGone | Self::Dropped)).then(|| {
-            json!({ "type": "error", "code": self.code(), "message": self.message(), "retryable": self.retryable() }).to_string()
+            ServerMessage::Error {
+                code: self.code(),
+                message: &self.message(),
+                retryable: self.retryable(),
+            }
+            .to_json()
         })
     }
 
@@ -137,6 +142,7 @@ impl CloseReason {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn error_messages_carry_code_and_retryable() {

@@ -13,6 +13,8 @@ mod socket;
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, State, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::http::header::USER_AGENT;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -20,6 +22,7 @@ pub use close::CloseReason;
 pub use socket::{Connection, handle_socket};
 
 use crate::api::{ApiError, BaseUrl, Credential};
+use crate::db::sessions::ClientInfo;
 use crate::domain::HEADER_LEN;
 use crate::server::Peer;
 use crate::state::AppState;
@@ -42,6 +45,7 @@ async fn upgrade(
     credential: Credential,
     peer: Peer,
     base: BaseUrl,
+    headers: HeaderMap,
 ) -> Response {
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
@@ -60,11 +64,13 @@ async fn upgrade(
     // Over the limit, the upgrade still completes so the client can read
     // that it should retry later.
     let slot = state.socket_slots.try_take();
+    let user_agent = headers.get(USER_AGENT).and_then(|ua| ua.to_str().ok());
     let connection = Connection {
         state: state.clone(),
         session,
         credential,
         base,
+        client: ClientInfo::new(peer.addr, user_agent),
         peer,
         slot,
     };

@@ -6,17 +6,17 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{Sink, Stream, StreamExt};
-use serde_json::json;
 use tokio::sync::broadcast;
 
 use super::close::CloseReason;
 use super::rate::RateLimit;
 use super::slow_message::{self, PartialMessageWatch};
 use super::socket::{Connection, send_text};
-use crate::api::{BaseUrl, RecordingView};
+use crate::api::{BaseUrl, RecordingView, ServerMessage};
 use crate::connections::Eviction;
 use crate::db;
-use crate::domain::{ChunkFrame, ClientMessage, FrameError, SessionId, finish_count};
+use crate::db::sessions::ClientInfo;
+use crate::domain::{ChunkFrame, ClientMessage, FrameError, SessionId, SessionState, finish_count};
 use crate::state::AppState;
 use crate::writer::{ChunkOutcome, FinishOutcome, PendingChunk, WriteError};
 
@@ -32,7 +32,8 @@ pub(super) struct Session {
     app: AppState,
     base: BaseUrl,
     seq: i64,
-    id: String,
+    id: SessionId,
+    client: ClientInfo,
     max_chunk_bytes: usize,
     acked: i64,
     in_flight: FuturesOrdered<PendingChunk>,
@@ -55,6 +56,7 @@ impl Session {
             base: connection.base.clone(),
             seq: row.seq,
             id: row.public_id,
+            client: connection.client.clone(),
             acked: row.committed,
             in_flight: FuturesOrdered::new(),
             finalized: None,
@@ -135,18 +137,19 @@ impl Session {
             tracing::error!(error = %e, "greeting a connection");
             CloseReason::Internal
         };
-        self.app.writer.connected(self.seq);
-        let id = SessionId::parse(&self.id).map_err(|_| CloseReason::Internal)?;
-        let row = db::sessions::find_session(&self.app.pool, &id)
+        self.app.writer.connected(self.seq, self.client.clone());
+        let row = db::sessions::find_session(&self.app.pool, &self.id)
             .await
             .map_err(internal)?
             .ok_or(CloseReason::UnknownSession)?;
         tracing::info!(committed = row.committed, "connection ready");
-        Ok(json!({
-            "type": "ready", "session": row.public_id, "state": row.state,
-            "committed": row.committed, "max_chunk_bytes": self.max_chunk_bytes,
-        })
-        .to_string())
+        Ok(ServerMessage::Ready {
+            session: &row.public_id,
+            state: row.state,
+            committed: row.committed,
+            max_chunk_bytes: self.max_chunk_bytes,
+        }
+        .to_json())
     }
 
     async fn on_message<S: Sink<Message> + Unpin>(
@@ -156,12 +159,12 @@ impl Session {
     ) -> Result<(), CloseReason> {
         match message {
             Message::Binary(frame) => self.on_chunk(frame).await,
-            Message::Text(text) => match ClientMessage::parse(text.as_str())
-                .map_err(CloseReason::Malformed)?
-            {
-                ClientMessage::Ping => send_text(socket, json!({"type": "pong"}).to_string()).await,
-                ClientMessage::Finish { chunks } => self.on_finish(socket, chunks).await,
-            },
+            Message::Text(text) => {
+                match ClientMessage::parse(text.as_str()).map_err(CloseReason::Malformed)? {
+                    ClientMessage::Ping => send_text(socket, ServerMessage::Pong.to_json()).await,
+                    ClientMessage::Finish { chunks } => self.on_finish(socket, chunks).await,
+                }
+            }
             Message::Close(_) => Err(CloseReason::ClientGone),
             Message::Ping(_) | Message::Pong(_) => Ok(()), // the codec answers pings itself
         }
@@ -221,11 +224,7 @@ impl Session {
         // Acks coalesce naturally: a batch resolves many chunks with one value.
         if committed > self.acked {
             self.acked = committed;
-            send_text(
-                socket,
-                json!({"type": "ack", "committed": committed}).to_string(),
-            )
-            .await?;
+            send_text(socket, ServerMessage::Ack { committed }.to_json()).await?;
         }
         Ok(())
     }
@@ -270,7 +269,7 @@ impl Session {
         self.finalized = Some(finalized);
         send_text(
             socket,
-            json!({"type": "finishing", "committed": committed, "chunks": chunks}).to_string(),
+            ServerMessage::Finishing { committed, chunks }.to_json(),
         )
         .await?;
         // It may already be ready (a repeated finish).
@@ -286,8 +285,7 @@ impl Session {
         if seq.is_some_and(|seq| seq != self.seq) {
             return Ok(());
         }
-        let id = SessionId::parse(&self.id).map_err(|_| CloseReason::Internal)?;
-        let row = match db::sessions::find_session(&self.app.pool, &id).await {
+        let row = match db::sessions::find_session(&self.app.pool, &self.id).await {
             Ok(Some(row)) => row,
             Ok(None) => return Err(CloseReason::NotAccepting("the session was deleted".into())),
             Err(e) => {
@@ -295,17 +293,17 @@ impl Session {
                 return Err(CloseReason::Internal);
             }
         };
-        match row.state.as_str() {
-            "ready" => {
-                let recording = RecordingView::new(&row, &self.base);
-                send_text(
-                    socket,
-                    json!({"type": "finalized", "recording": recording}).to_string(),
-                )
-                .await?;
+        match row.state {
+            SessionState::Ready => {
+                let recording =
+                    RecordingView::new(&row, &self.base).ok_or(CloseReason::Internal)?;
+                let finalized = ServerMessage::Finalized {
+                    recording: &recording,
+                };
+                send_text(socket, finalized.to_json()).await?;
                 Err(CloseReason::Finished)
             }
-            "failed" => Err(CloseReason::NotAccepting(format!(
+            SessionState::Failed => Err(CloseReason::NotAccepting(format!(
                 "finalizing failed: {}",
                 row.failure_reason.as_deref().unwrap_or("unknown reason")
             ))),

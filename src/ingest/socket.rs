@@ -9,8 +9,8 @@ use tracing::Instrument;
 use super::close::CloseReason;
 use super::session::Session;
 use crate::api::{BaseUrl, Credential};
-use crate::db;
-use crate::domain::{SessionId, SessionState, TokenHash};
+use crate::db::{self, sessions::ClientInfo};
+use crate::domain::{SessionId, TokenHash};
 use crate::log_safe::LogSafe;
 use crate::server::Peer;
 use crate::state::AppState;
@@ -23,6 +23,8 @@ pub struct Connection {
     pub session: String,
     pub credential: Credential,
     pub base: BaseUrl,
+    /// Who connected, recorded on the session for the admin view.
+    pub client: ClientInfo,
     pub peer: Peer,
     /// This connection's place under `--max-connections`; `None`: refused as busy.
     pub slot: Option<OwnedSemaphorePermit>,
@@ -78,11 +80,10 @@ async fn admit(connection: &Connection) -> Result<db::sessions::SessionRow, Clos
     if TokenHash::from_stored(&row.token_hash).is_none() {
         return Err(CloseReason::Internal);
     }
-    let state = SessionState::parse(&row.state).map_err(|_| CloseReason::Internal)?;
-    if !state.accepts_chunks() {
+    if !row.state.accepts_chunks() {
         return Err(CloseReason::NotAccepting(format!(
             "the session is {}",
-            state.as_str()
+            row.state
         )));
     }
     Ok(row)

@@ -79,7 +79,7 @@ pub(super) async fn commit_batch(
                 decide_finish(&mut tx, *session, gate, *chunks, now).await?
             }
             Request::Touch { session, connected } => {
-                touched.push((*session, *connected));
+                touched.push((*session, connected.as_ref()));
                 Decision::Touched
             }
         };
@@ -99,8 +99,8 @@ pub(super) async fn commit_batch(
         committed.insert(*session, value);
     }
     for (session, connected) in touched {
-        if connected {
-            db::sessions::record_connection(&mut tx, session, now).await?;
+        if let Some(client) = connected {
+            db::sessions::record_connection(&mut tx, session, client, now).await?;
         } else {
             db::sessions::touch_session(&mut tx, session, now).await?;
         }
@@ -123,7 +123,7 @@ async fn decide_chunk(
     let Some(gate) = gate else {
         return Ok(Decision::Unknown);
     };
-    let state = SessionState::parse(&gate.state)?;
+    let state = gate.state;
     if !state.accepts_chunks() || gate.claimed {
         return Ok(Decision::NotAccepting(state));
     }
@@ -161,7 +161,7 @@ async fn decide_finish(
     let Some(gate) = gate else {
         return Ok(Decision::Unknown);
     };
-    let state = SessionState::parse(&gate.state)?;
+    let state = gate.state;
     if let Some(expected) = gate.expected_chunks {
         return Ok(if expected == chunks {
             Decision::Finished(chunks)

@@ -16,6 +16,7 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::db::sessions::ClientInfo;
 use crate::domain::{ChunkFrame, SessionState};
 use crate::metrics::Metrics;
 
@@ -91,11 +92,14 @@ enum Request {
         chunks: i64,
         reply: oneshot::Sender<Result<FinishOutcome, WriteError>>,
     },
-    /// A client connected (`connected`) or is still connected: counts the
-    /// connection and keeps the idle finalizer away. Rides in the next batch
+    /// A client connected (`connected` says who) or is still connected:
+    /// counts the connection and keeps the idle finalizer away. Rides in the next batch
     /// instead of taking the write lock itself, which a reconnect storm of
     /// thousands of sockets would otherwise do thousands of times.
-    Touch { session: i64, connected: bool },
+    Touch {
+        session: i64,
+        connected: Option<ClientInfo>,
+    },
 }
 
 /// Cheap to clone; every connection holds one.
@@ -151,15 +155,15 @@ impl WriterHandle {
     pub fn touch(&self, session: i64) {
         let _ = self.requests.send(Request::Touch {
             session,
-            connected: false,
+            connected: None,
         });
     }
 
     /// Counts a new connection and marks the session as seen, in the next batch; best effort.
-    pub fn connected(&self, session: i64) {
+    pub fn connected(&self, session: i64, client: ClientInfo) {
         let _ = self.requests.send(Request::Touch {
             session,
-            connected: true,
+            connected: Some(client),
         });
     }
 }
