@@ -42,7 +42,8 @@ pub struct Config {
     #[arg(long, env = "SPOOL_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// Secret for the admin endpoints and for reading or deleting any session. Unset: admin endpoints are off.
+    /// Secret for the admin endpoints and for reading or deleting any session. Unset: the server
+    /// creates one on first start in <data-dir>/admin-token (mode 0600) and logs that path.
     #[arg(long, env = "SPOOL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 

@@ -2,7 +2,8 @@
 //! survive crashes, reloads and dropped networks.
 //!
 //! # Layout
-//! - [`config`]: settings (flags and `SPOOL_*` variables).
+//! - [`config`]: settings (flags and `SPOOL_*` variables); [`admin_token`]:
+//!   the admin secret, created on first start when none is configured.
 //! - [`startup`]: builds the [`App`] and runs it until a shutdown signal;
 //!   [`server`]: accepts connections (timeouts, peers, a bounded stop).
 //! - [`http`]: the HTTP API, one module per feature; [`ingest`]: the WebSocket
@@ -25,6 +26,7 @@
 //! ack to the socket. A finished session flows: [`finalize`] → [`storage`] →
 //! session `ready` → download through [`http`].
 
+pub mod admin_token;
 pub mod api;
 pub mod config;
 pub mod connections;

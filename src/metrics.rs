@@ -1,7 +1,10 @@
 //! Process counters, rendered as Prometheus text at `GET /metrics`.
 
+use std::collections::VecDeque;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{LazyLock, Mutex};
+use std::time::Instant;
 
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -17,7 +20,13 @@ pub struct Metrics {
     ws_connections_open: AtomicI64,
     recordings_finalized: AtomicU64,
     finalize_failures: AtomicU64,
+    /// Chunks stored per second over the last minute: (second, count), oldest first.
+    recent: Mutex<VecDeque<(u64, u64)>>,
 }
+
+/// The window `chunks_per_second_1m` averages over.
+const RECENT_SECONDS: u64 = 60;
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 impl Metrics {
     pub fn session_created(&self) {
@@ -32,6 +41,30 @@ impl Metrics {
     pub fn chunk_stored(&self, bytes: usize) {
         self.chunks_stored.fetch_add(1, Relaxed);
         self.chunk_bytes_stored.fetch_add(bytes as u64, Relaxed);
+        let now = EPOCH.elapsed().as_secs();
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        match recent.back_mut() {
+            Some((second, count)) if *second == now => *count += 1,
+            _ => recent.push_back((now, 1)),
+        }
+        while recent
+            .front()
+            .is_some_and(|(second, _)| second + RECENT_SECONDS <= now)
+        {
+            recent.pop_front();
+        }
+    }
+
+    /// Chunks stored per second, averaged over the last minute.
+    pub fn chunks_per_second_1m(&self) -> f64 {
+        let now = EPOCH.elapsed().as_secs();
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let stored: u64 = recent
+            .iter()
+            .filter(|(second, _)| second + RECENT_SECONDS > now)
+            .map(|(_, count)| count)
+            .sum();
+        stored as f64 / RECENT_SECONDS as f64
     }
 
     pub fn chunk_duplicate(&self) {

@@ -12,11 +12,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin_token;
 use crate::config::Config;
 use crate::connections::ConnectionRegistry;
 use crate::db;
 use crate::domain::Secret;
-use crate::finalize::{self, Finalizer};
+use crate::finalize::{self, FinalizeRequests, Finalizer};
 use crate::limits::{CreationLimit, SocketSlots};
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -29,6 +30,7 @@ pub struct App {
     listener: TcpListener,
     state: AppState,
     finalizer: Finalizer,
+    finalize_requests: FinalizeRequests,
     writer_task: JoinHandle<()>,
     writer_stop: CancellationToken,
     /// Held (locked) for as long as the app lives.
@@ -71,9 +73,10 @@ impl App {
             writer_stop.clone(),
         );
         let (finalized, _) = broadcast::channel(1024);
+        let (finalize_now, finalize_requests) = finalize::finalize_now(pool.clone());
         let state = AppState {
             api_key: config.api_key.as_deref().map(Secret::new),
-            admin_token: config.admin_token.as_deref().map(Secret::new),
+            admin_token: admin_token::resolve(config.admin_token.as_deref(), &config.data_dir)?,
             pool: pool.clone(),
             writer,
             recordings: recordings.clone(),
@@ -83,6 +86,7 @@ impl App {
             creation_limit: CreationLimit::new(config.max_sessions_per_minute).map(Arc::new),
             connections: ConnectionRegistry::default(),
             finalized: finalized.clone(),
+            finalize_now,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             config: Arc::new(config),
@@ -99,6 +103,7 @@ impl App {
             listener,
             state,
             finalizer,
+            finalize_requests,
             writer_task,
             writer_stop,
             _data_lock: data_lock,
@@ -128,6 +133,7 @@ impl App {
             listener,
             state,
             finalizer,
+            finalize_requests,
             writer_task,
             writer_stop,
             _data_lock,
@@ -136,7 +142,11 @@ impl App {
         tracing::info!(address = %format!("http://{}", listener.local_addr()?), data_dir, "spool is listening");
 
         let background_stop = CancellationToken::new();
-        let finalize_task = tokio::spawn(finalize::run(finalizer, background_stop.clone()));
+        let finalize_task = tokio::spawn(finalize::run(
+            finalizer,
+            finalize_requests,
+            background_stop.clone(),
+        ));
         let sweep_task = tokio::spawn(sweep::run(state.sweeper.clone(), background_stop.clone()));
         let stopping = state.shutdown.clone();
         tokio::spawn(async move {

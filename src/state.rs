@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::connections::ConnectionRegistry;
 use crate::domain::Secret;
+use crate::finalize::FinalizeNow;
 use crate::limits::{CreationLimit, SocketSlots};
 use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;
@@ -25,7 +26,8 @@ pub struct AppState {
     pub sweeper: Sweeper,
     pub config: Arc<Config>,
     pub api_key: Option<Secret>,
-    pub admin_token: Option<Secret>,
+    /// `--admin-token`, or the one in `<data dir>/admin-token`: admin is never open.
+    pub admin_token: Secret,
     pub metrics: Arc<Metrics>,
     /// `--max-connections`: places for WebSockets.
     pub socket_slots: SocketSlots,
@@ -35,6 +37,8 @@ pub struct AppState {
     pub connections: ConnectionRegistry,
     /// Session seqs the finalize job has just finished (ready or failed).
     pub finalized: broadcast::Sender<i64>,
+    /// Hands a session to the finalize job out of turn.
+    pub finalize_now: FinalizeNow,
     /// Cancelled when the server starts shutting down: sockets drain and close with 1001.
     pub shutdown: CancellationToken,
     /// Tracks WebSocket tasks and deletes in progress, which axum's graceful

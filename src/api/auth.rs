@@ -67,7 +67,18 @@ fn token_from_query(query: Option<&str>) -> Option<String> {
 
 impl Credential {
     pub fn is_admin(&self, state: &AppState) -> bool {
-        matches!((&self.0, &state.admin_token), (Some(secret), Some(admin)) if admin.matches(secret))
+        self.0
+            .as_deref()
+            .is_some_and(|secret| state.admin_token.matches(secret))
+    }
+
+    /// The admin token.
+    pub fn authorize_admin(&self, state: &AppState) -> Result<(), ApiError> {
+        if self.is_admin(state) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized)
+        }
     }
 
     /// The session's own token or the admin token.

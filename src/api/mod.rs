@@ -13,4 +13,6 @@ pub use auth::{Creator, Credential};
 pub use error::ApiError;
 pub use extract::{BaseUrl, JsonBody, SessionPath};
 pub use message::ServerMessage;
-pub use view::{RecordingView, SessionView, rfc3339};
+pub use view::{
+    AdminSessionDetail, AdminSessionView, ClientView, RecordingView, SessionView, rfc3339,
+};

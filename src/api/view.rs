@@ -87,3 +87,95 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
+
+/// A session as the admin API lists it: the session JSON plus liveness.
+#[derive(Debug, Serialize)]
+pub struct AdminSessionView {
+    #[serde(flatten)]
+    pub session: SessionView,
+    pub last_seen_at: String,
+    /// WebSocket connections the session has had.
+    pub connections: i64,
+}
+
+impl AdminSessionView {
+    pub fn new(row: &SessionRow, base: &BaseUrl) -> Self {
+        Self {
+            session: SessionView::new(row, base),
+            last_seen_at: rfc3339(row.last_seen_at),
+            connections: row.connections,
+        }
+    }
+}
+
+/// One session in full, for the admin detail view.
+#[derive(Debug, Serialize)]
+pub struct AdminSessionDetail {
+    #[serde(flatten)]
+    pub summary: AdminSessionView,
+    /// Inclusive `[from, to]` index ranges that never arrived, below the
+    /// highest index received (or declared by finish).
+    pub missing: Vec<[i64; 2]>,
+    /// The last connection's client; null if it never connected.
+    pub client: Option<ClientView>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ClientView {
+    pub addr: String,
+    pub user_agent: Option<String>,
+}
+
+impl AdminSessionDetail {
+    /// `stored` are the indexes still in the chunk store, in order (none
+    /// once a recording is ready: then its own `missing` is the answer).
+    pub fn new(row: &SessionRow, base: &BaseUrl, stored: &[i64]) -> Self {
+        let missing = match (&row.state, row.recording_missing.as_deref()) {
+            (SessionState::Ready, Some(json)) => serde_json::from_str(json).unwrap_or_default(),
+            _ => {
+                let last = row.max_index.max(row.expected_chunks.map(|n| n - 1));
+                gaps(stored, last)
+            }
+        };
+        Self {
+            summary: AdminSessionView::new(row, base),
+            missing,
+            client: row.last_client_addr.clone().map(|addr| ClientView {
+                addr,
+                user_agent: row.last_user_agent.clone(),
+            }),
+        }
+    }
+}
+
+/// The inclusive ranges of `0..=last` absent from `stored` (sorted, unique).
+pub fn gaps(stored: &[i64], last: Option<i64>) -> Vec<[i64; 2]> {
+    let Some(last) = last else {
+        return Vec::new();
+    };
+    let mut missing = Vec::new();
+    let mut next = 0;
+    for &index in stored.iter().filter(|&&i| i <= last) {
+        if index > next {
+            missing.push([next, index - 1]);
+        }
+        next = index + 1;
+    }
+    if next <= last {
+        missing.push([next, last]);
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_inclusive_ranges_below_the_last_index() {
+        assert_eq!(gaps(&[0, 1, 2], Some(2)), Vec::<[i64; 2]>::new());
+        assert_eq!(gaps(&[1, 2, 5], Some(7)), vec![[0, 0], [3, 4], [6, 7]]);
+        assert_eq!(gaps(&[], Some(3)), vec![[0, 3]]);
+        assert_eq!(gaps(&[], None), Vec::<[i64; 2]>::new());
+    }
+}

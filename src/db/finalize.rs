@@ -54,16 +54,20 @@ pub async fn claim_next(
 }
 
 /// Claims one given session now, whatever its state of completeness
-/// (an admin's "finalize now"). Returns `None` if it is not recording or finishing.
+/// (an admin's "finalize now"). Returns `None` if it is not recording or
+/// finishing, or a finalize step holds it already.
 pub async fn claim_session(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Result<Option<Claim>> {
+    let lease_cutoff = now - LEASE_MS;
     sqlx::query_as!(
         Claim,
         r#"UPDATE sessions SET finalize_claimed_at = ?2, state = 'finishing', updated_at = ?2
            WHERE seq = ?1 AND state IN ('recording', 'finishing')
+             AND (finalize_claimed_at IS NULL OR finalize_claimed_at < ?3)
            RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index,
                      chunks_received, bytes_received, finalize_attempts"#,
         seq,
-        now
+        now,
+        lease_cutoff
     )
     .fetch_optional(pool)
     .await

@@ -6,6 +6,7 @@
 //! deleted in small slices through the pool, and everything else reads or
 //! writes through the pool.
 
+pub mod admin;
 pub mod chunks;
 pub mod finalize;
 pub mod sessions;

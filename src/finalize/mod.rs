@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt};
 use sqlx::SqlitePool;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -259,11 +259,60 @@ impl Finalizer {
     }
 }
 
-/// Runs steps until `stop` is cancelled. A step in progress is finished
-/// first; the loop never abandons one half way.
-pub async fn run(finalizer: Finalizer, stop: CancellationToken) {
+/// Hands sessions to the finalize job out of turn (an admin's "finalize now").
+#[derive(Clone)]
+pub struct FinalizeNow {
+    pool: SqlitePool,
+    requests: mpsc::UnboundedSender<Claim>,
+}
+
+/// What became of a "finalize now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    /// Claimed and handed to the job.
+    Queued,
+    /// A finalize step holds the session already.
+    InProgress,
+    /// The session is ready or failed already.
+    Finished,
+}
+
+impl FinalizeNow {
+    /// Claims the session (so no chunk can be added) and hands it to the
+    /// job. If the server stops first, the claim is released at the next
+    /// start and the session finalized then.
+    pub async fn request(&self, seq: i64, state: SessionState) -> anyhow::Result<Requested> {
+        if !state.accepts_chunks() {
+            return Ok(Requested::Finished);
+        }
+        match db::finalize::claim_session(&self.pool, seq, db::now_ms()).await? {
+            Some(claim) => {
+                let _ = self.requests.send(claim); // closed only while stopping
+                Ok(Requested::Queued)
+            }
+            None => Ok(Requested::InProgress),
+        }
+    }
+}
+
+/// The job's end of [`FinalizeNow`].
+pub struct FinalizeRequests(mpsc::UnboundedReceiver<Claim>);
+
+pub fn finalize_now(pool: SqlitePool) -> (FinalizeNow, FinalizeRequests) {
+    let (requests, receiver) = mpsc::unbounded_channel();
+    (FinalizeNow { pool, requests }, FinalizeRequests(receiver))
+}
+
+/// Runs steps until `stop` is cancelled, taking "finalize now" requests
+/// between them. A step in progress is finished first; the loop never
+/// abandons one half way.
+pub async fn run(finalizer: Finalizer, mut requests: FinalizeRequests, stop: CancellationToken) {
     let mut backoff = POLL_EVERY;
     while !stop.is_cancelled() {
+        if let Ok(claim) = requests.0.try_recv() {
+            finalizer.finalize_claimed(claim).await;
+            continue;
+        }
         match finalizer.try_finalize_next().await {
             Ok(
                 Outcome::Ready(_)
@@ -274,6 +323,7 @@ pub async fn run(finalizer: Finalizer, stop: CancellationToken) {
             ) => backoff = POLL_EVERY,
             Ok(Outcome::Idle) => {
                 tokio::select! {
+                    Some(claim) = requests.0.recv() => drop(finalizer.finalize_claimed(claim).await),
                     () = finalizer.wakeup.notified() => {}
                     () = tokio::time::sleep(POLL_EVERY) => {}
                     () = stop.cancelled() => {}

@@ -1,5 +1,6 @@
 //! The HTTP surface, one module per feature; this file is the table of contents.
 
+mod admin;
 mod cors;
 mod ops;
 mod range;
@@ -20,6 +21,7 @@ pub fn router(state: AppState) -> Router {
     let cors = cors::layer(&state.config.allowed_origins);
     Router::new()
         .merge(sessions::router())
+        .merge(admin::router())
         .merge(recordings::router())
         .merge(crate::ingest::router())
         .merge(ops::router())

@@ -1,5 +1,6 @@
 //! Black-box tests of the real server over real sockets.
 
+mod admin;
 mod browser;
 mod cleanup;
 mod cors;

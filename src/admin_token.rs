@@ -1,0 +1,93 @@
+//! The admin secret: `--admin-token`, or else one the server creates on its
+//! first start in `<data dir>/admin-token` (mode 0600) and reuses after, so
+//! no install is ever open by default. The file's path is logged, never the
+//! token; the CLI reads the same file when it runs beside the server.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use crate::domain::{Secret, Token};
+
+pub const FILE_NAME: &str = "admin-token";
+
+pub fn path_in(data_dir: &Path) -> PathBuf {
+    data_dir.join(FILE_NAME)
+}
+
+/// The configured token, or the data directory's, created if missing.
+pub fn resolve(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Secret> {
+    if let Some(token) = configured {
+        return Ok(Secret::new(token));
+    }
+    let path = path_in(data_dir);
+    match read(&path)? {
+        Some(token) => {
+            tracing::info!(path = %path.display(), "admin token read from file");
+            Ok(Secret::new(&token))
+        }
+        None => {
+            let token = Token::generate();
+            create(&path, token.expose())?;
+            tracing::info!(path = %path.display(), "admin token created; read it from this file");
+            Ok(Secret::new(token.expose()))
+        }
+    }
+}
+
+/// The token in `path`, if the file exists; a blank file is an error.
+pub fn read(path: &Path) -> anyhow::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => {
+            anyhow::bail!(
+                "{} is empty: delete it to have a new token made, or write one in it",
+                path.display()
+            )
+        }
+        Ok(text) => Ok(Some(text.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn create(path: &Path, token: &str) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    writeln!(file, "{token}")
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn created_once_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = resolve(None, dir.path()).unwrap();
+        let path = path_in(dir.path());
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let token = read(&path).unwrap().unwrap();
+        assert!(first.matches(&token));
+        let again = resolve(None, dir.path()).unwrap();
+        assert!(again.matches(&token));
+        assert!(
+            resolve(Some("configured"), dir.path())
+                .unwrap()
+                .matches("configured")
+        );
+        std::fs::write(&path, "  \n").unwrap();
+        assert!(resolve(None, dir.path()).is_err());
+    }
+}
