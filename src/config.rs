@@ -26,6 +26,66 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (what `spool` with no subcommand does).
     Serve,
+    /// List, inspect, finalize or delete sessions on a running server.
+    Sessions {
+        #[command(subcommand)]
+        action: SessionsCommand,
+    },
+    /// Totals of a running server: sessions by state, chunks, bytes, throughput.
+    Stats {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Sessions, newest first.
+    List {
+        /// Only sessions in this state: recording, finishing, ready or failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many (1 to 500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One session in full: counters, missing ranges, the last client, the recording.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Finalize a session now with what it has.
+    Finalize {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Delete a session: its chunks, recording and row.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// How the CLI reaches a running server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The server's base URL (plain HTTP: reach a remote one through an SSH tunnel).
+    #[arg(long, env = "SPOOL_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// The admin token. Unset: read from <data-dir>/admin-token, as a local server writes it.
+    #[arg(long, env = "SPOOL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// The local server's data directory, where its admin-token file is.
+    #[arg(long, env = "SPOOL_DATA_DIR", default_value = "./spool-data")]
+    pub data_dir: PathBuf,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,6 +2,7 @@
 //! survive crashes, reloads and dropped networks.
 //!
 //! # Layout
+//! - [`cli`]: `spool sessions …` and `spool stats`, clients of the admin API.
 //! - [`config`]: settings (flags and `SPOOL_*` variables); [`admin_token`]:
 //!   the admin secret, created on first start when none is configured.
 //! - [`startup`]: builds the [`App`] and runs it until a shutdown signal;
@@ -28,6 +29,7 @@
 
 pub mod admin_token;
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod connections;
 pub mod db;

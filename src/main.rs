@@ -1,11 +1,21 @@
 use clap::Parser;
 use spool::App;
-use spool::config::Cli;
+use spool::config::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    match cli.command {
+        None | Some(Command::Serve) => {}
+        Some(command) => {
+            if let Err(e) = spool::cli::run(command).await {
+                eprintln!("spool: {e:#}");
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+    }
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(

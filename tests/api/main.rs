@@ -3,6 +3,7 @@
 mod admin;
 mod browser;
 mod cleanup;
+mod cli;
 mod cors;
 mod crash;
 mod helpers;
