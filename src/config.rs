@@ -138,6 +138,14 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_SESSIONS_PER_MINUTE", default_value_t = 60)]
     pub max_sessions_per_minute: u32,
 
+    /// Where to POST signed `session.ready` / `session.failed` events (needs --webhook-secret).
+    #[arg(long, env = "SPOOL_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// The HMAC-SHA256 key for the `Spool-Signature` header of webhook deliveries.
+    #[arg(long, env = "SPOOL_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
     /// Web origins whose pages may call this server (CORS), comma-separated, e.g.
     /// "https://app.example.com,https://admin.example.com"; "*" allows any. Credentials are
     /// bearer tokens, never cookies, so allowing other origins grants no ambient access.
@@ -164,10 +172,26 @@ impl Config {
         for (flag, secret) in [
             ("--api-key (SPOOL_API_KEY)", &self.api_key),
             ("--admin-token (SPOOL_ADMIN_TOKEN)", &self.admin_token),
+            (
+                "--webhook-secret (SPOOL_WEBHOOK_SECRET)",
+                &self.webhook_secret,
+            ),
         ] {
             if let Some(secret) = secret {
                 check_secret(secret).map_err(|problem| anyhow::anyhow!("{flag} {problem}"))?;
             }
+        }
+        if let Some(url) = &self.webhook_url {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| anyhow::anyhow!("--webhook-url {url:?} is not a URL: {e}"))?;
+            anyhow::ensure!(
+                matches!(parsed.scheme(), "http" | "https"),
+                "--webhook-url must be an http:// or https:// URL"
+            );
+            anyhow::ensure!(
+                self.webhook_secret.is_some(),
+                "--webhook-url needs --webhook-secret (SPOOL_WEBHOOK_SECRET): deliveries are signed"
+            );
         }
         Ok(())
     }
@@ -265,6 +289,35 @@ mod tests {
         let config =
             Cli::parse_from(["spool", "--api-key", "k3y", "--admin-token", "t0ken"]).config;
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn webhooks_need_a_secret_and_a_web_url() {
+        let parse = |args: &[&str]| {
+            Cli::parse_from([&["spool"], args].concat())
+                .config
+                .validate()
+        };
+        assert!(parse(&["--webhook-url", "https://hooks.example/x"]).is_err());
+        assert!(parse(&["--webhook-url", "ftp://x", "--webhook-secret", "s"]).is_err());
+        assert!(
+            parse(&[
+                "--webhook-url",
+                "https://hooks.example/x",
+                "--webhook-secret",
+                " "
+            ])
+            .is_err()
+        );
+        assert!(
+            parse(&[
+                "--webhook-url",
+                "http://127.0.0.1:9/x",
+                "--webhook-secret",
+                "s"
+            ])
+            .is_ok()
+        );
     }
 
     #[test]

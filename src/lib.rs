@@ -15,6 +15,7 @@
 //! - [`finalize`]: the background job that joins a session's chunks into its recording.
 //! - [`storage`]: where finished recordings live (a local directory).
 //! - [`sweep`]: removes deleted sessions' data and whatever a crash left behind.
+//! - [`webhooks`]: signed `session.ready`/`session.failed` events from a durable outbox.
 //! - [`db`]: SQLite queries, one function each; [`domain`]: parsed, validated types.
 //! - [`state`]: the `AppState` every handler shares; [`metrics`]: counters for `/metrics`.
 //! - [`log_safe`]: escapes client-supplied text before it reaches a log line;
@@ -46,6 +47,7 @@ pub mod startup;
 pub mod state;
 pub mod storage;
 pub mod sweep;
+pub mod webhooks;
 pub mod writer;
 
 pub use config::Config;

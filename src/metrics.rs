@@ -20,6 +20,8 @@ pub struct Metrics {
     ws_connections_open: AtomicI64,
     recordings_finalized: AtomicU64,
     finalize_failures: AtomicU64,
+    webhooks_delivered: AtomicU64,
+    webhook_failures: AtomicU64,
     /// Chunks stored per second over the last minute: (second, count), oldest first.
     recent: Mutex<VecDeque<(u64, u64)>>,
 }
@@ -92,12 +94,20 @@ impl Metrics {
         self.recordings_finalized.fetch_add(1, Relaxed);
     }
 
+    pub fn webhook_delivered(&self) {
+        self.webhooks_delivered.fetch_add(1, Relaxed);
+    }
+
+    pub fn webhook_failed(&self) {
+        self.webhook_failures.fetch_add(1, Relaxed);
+    }
+
     pub fn finalize_failed(&self) {
         self.finalize_failures.fetch_add(1, Relaxed);
     }
 
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 13] = [
             (
                 "spool_sessions_created_total",
                 "Sessions created.",
@@ -152,6 +162,16 @@ impl Metrics {
                 "spool_finalize_failures_total",
                 "Failed finalize attempts.",
                 self.finalize_failures.load(Relaxed),
+            ),
+            (
+                "spool_webhooks_delivered_total",
+                "Webhook events delivered (answered 2xx).",
+                self.webhooks_delivered.load(Relaxed),
+            ),
+            (
+                "spool_webhook_failures_total",
+                "Webhook delivery attempts that failed (to be retried).",
+                self.webhook_failures.load(Relaxed),
             ),
         ];
         let mut out = String::new();

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin_token;
+use crate::api::BaseUrl;
 use crate::config::Config;
 use crate::connections::ConnectionRegistry;
 use crate::db;
@@ -23,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::storage::LocalRecordings;
 use crate::sweep::{self, Sweeper};
+use crate::webhooks::{self, Dispatcher, Events};
 use crate::{http, server, writer};
 
 /// A built server: bound, migrated, writer running; not yet serving.
@@ -31,6 +33,8 @@ pub struct App {
     state: AppState,
     finalizer: Finalizer,
     finalize_requests: FinalizeRequests,
+    /// Delivers webhook events, when `--webhook-url` is set.
+    dispatcher: Option<Dispatcher>,
     writer_task: JoinHandle<()>,
     writer_stop: CancellationToken,
     /// Held (locked) for as long as the app lives.
@@ -91,6 +95,25 @@ impl App {
             tasks: TaskTracker::new(),
             config: Arc::new(config),
         };
+        let events = state
+            .config
+            .webhook_url
+            .is_some()
+            .then(|| Events::new(BaseUrl::from_config(&state.config)));
+        let dispatcher = match (
+            &state.config.webhook_url,
+            &state.config.webhook_secret,
+            &events,
+        ) {
+            (Some(url), Some(secret), Some(events)) => Some(Dispatcher::new(
+                pool.clone(),
+                url.clone(),
+                secret.clone(),
+                events,
+                metrics.clone(),
+            )?),
+            _ => None,
+        };
         let finalizer = Finalizer {
             pool,
             recordings,
@@ -98,12 +121,14 @@ impl App {
             idle_after: state.config.idle_finalize_after,
             wakeup,
             finalized,
+            events,
         };
         Ok(Self {
             listener,
             state,
             finalizer,
             finalize_requests,
+            dispatcher,
             writer_task,
             writer_stop,
             _data_lock: data_lock,
@@ -134,6 +159,7 @@ impl App {
             state,
             finalizer,
             finalize_requests,
+            dispatcher,
             writer_task,
             writer_stop,
             _data_lock,
@@ -148,6 +174,8 @@ impl App {
             background_stop.clone(),
         ));
         let sweep_task = tokio::spawn(sweep::run(state.sweeper.clone(), background_stop.clone()));
+        let webhook_task =
+            dispatcher.map(|d| tokio::spawn(webhooks::run(d, background_stop.clone())));
         let stopping = state.shutdown.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -175,6 +203,9 @@ impl App {
         background_stop.cancel();
         finalize_task.await.context("the finalize job panicked")?;
         sweep_task.await.context("the sweep panicked")?;
+        if let Some(task) = webhook_task {
+            task.await.context("the webhook dispatcher panicked")?;
+        }
         writer_stop.cancel();
         writer_task.await.context("the chunk writer panicked")?;
         state.pool.close().await;

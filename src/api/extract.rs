@@ -73,6 +73,15 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionPath {
 pub struct BaseUrl(String);
 
 impl BaseUrl {
+    /// For work done outside a request (webhooks): `--public-url`, else the
+    /// listening address.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        match &config.public_url {
+            Some(public) => Self(public.trim_end_matches('/').to_owned()),
+            None => Self(format!("http://{}", config.listen)),
+        }
+    }
+
     pub fn http(&self) -> &str {
         &self.0
     }

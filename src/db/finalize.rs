@@ -4,7 +4,7 @@
 //! chunks, and a claim older than the lease (a crashed or stuck step) can be
 //! taken again. On start-up every lease is released at once.
 
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 
 /// A claim older than this is taken to belong to a step that died.
 pub const LEASE_MS: i64 = 120_000;
@@ -108,16 +108,16 @@ pub enum MarkedReady {
     NotFinishing,
 }
 
-/// Marks the session ready with its recording's facts. Its chunks are
-/// deleted afterwards, in slices (see `chunks::delete_all`), so no long
-/// transaction holds up the writer.
+/// Marks the session ready with its recording's facts, inside the caller's
+/// transaction (which may add the webhook event). Its chunks are deleted
+/// afterwards, in slices (see `chunks::delete_all`), so no long transaction
+/// holds up the writer.
 pub async fn mark_ready(
-    pool: &SqlitePool,
+    tx: &mut SqliteConnection,
     seq: i64,
     facts: &RecordingFacts,
     now: i64,
 ) -> sqlx::Result<MarkedReady> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let updated = sqlx::query!(
         "UPDATE sessions SET state = 'ready', updated_at = ?2, recording_bytes = ?3, recording_sha256 = ?4,
                 recording_source_bytes = ?5, recording_source_sha256 = ?6, recording_duration_ms = ?7,
@@ -149,7 +149,6 @@ pub async fn mark_ready(
     } else {
         MarkedReady::Deleted
     };
-    tx.commit().await?;
     Ok(outcome)
 }
 
@@ -157,7 +156,7 @@ pub async fn mark_ready(
 /// deleted afterwards, like a ready session's. Returns false if the session
 /// was no longer `finishing` (deleted meanwhile): then nothing changed.
 pub async fn mark_failed(
-    pool: &SqlitePool,
+    tx: &mut SqliteConnection,
     seq: i64,
     reason: &str,
     now: i64,
@@ -169,7 +168,7 @@ pub async fn mark_failed(
         reason,
         now
     )
-    .execute(pool)
+    .execute(tx)
     .await?;
     Ok(marked.rows_affected() == 1)
 }

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod chunks;
 pub mod finalize;
 pub mod sessions;
+pub mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;

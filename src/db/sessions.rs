@@ -83,6 +83,17 @@ pub async fn find_session(pool: &SqlitePool, id: &SessionId) -> sqlx::Result<Opt
     .await
 }
 
+/// The session with this key, inside a transaction; `None` if deleted or gone.
+pub async fn find_by_seq(
+    conn: &mut SqliteConnection,
+    seq: i64,
+) -> sqlx::Result<Option<SessionRow>> {
+    sqlx::query_as::<_, SessionRow>("SELECT * FROM sessions WHERE seq = ?1 AND state != 'deleted'")
+        .bind(seq)
+        .fetch_optional(conn)
+        .await
+}
+
 /// Counts a new WebSocket connection, notes who made it, and marks the session as seen.
 pub async fn record_connection(
     conn: &mut SqliteConnection,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt};
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -27,6 +27,7 @@ use crate::domain::{MimeType, SessionState};
 use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;
 use crate::sweep::Sweeper;
+use crate::webhooks::{EventKind, Events};
 
 /// How often idle sessions are looked for when nothing wakes the job.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -59,6 +60,8 @@ pub struct Finalizer {
     pub wakeup: Arc<Notify>,
     /// Tells open sockets that a session (by seq) became ready or failed.
     pub finalized: broadcast::Sender<i64>,
+    /// Webhook events, when `--webhook-url` is set.
+    pub events: Option<Events>,
 }
 
 impl Finalizer {
@@ -96,7 +99,8 @@ impl Finalizer {
         let Some(facts) = self.build_recording(claim).await? else {
             return self.nothing_to_join(claim, now).await;
         };
-        let marked = db::finalize::mark_ready(&self.pool, claim.seq, &facts, now)
+        let marked = self
+            .mark_ready(claim.seq, &facts, now)
             .await
             .context("marking the session ready")?;
         match marked {
@@ -125,6 +129,60 @@ impl Finalizer {
             tracing::warn!(error = %e, "could not delete a ready session's chunks; the sweep retries");
         }
         Ok(Outcome::Ready(id))
+    }
+
+    /// Marks the session ready and, in the same transaction, records its
+    /// webhook event.
+    async fn mark_ready(
+        &self,
+        seq: i64,
+        facts: &RecordingFacts,
+        now: i64,
+    ) -> sqlx::Result<MarkedReady> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let marked = db::finalize::mark_ready(&mut tx, seq, facts, now).await?;
+        if marked == MarkedReady::Ready {
+            self.record_event(&mut tx, EventKind::SessionReady, seq, now)
+                .await?;
+        }
+        tx.commit().await?;
+        self.events_committed();
+        Ok(marked)
+    }
+
+    /// Marks the session failed and records its webhook event, in one transaction.
+    async fn mark_failed(&self, seq: i64, reason: &str, now: i64) -> sqlx::Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let marked = db::finalize::mark_failed(&mut tx, seq, reason, now).await?;
+        if marked {
+            self.record_event(&mut tx, EventKind::SessionFailed, seq, now)
+                .await?;
+        }
+        tx.commit().await?;
+        self.events_committed();
+        Ok(marked)
+    }
+
+    async fn record_event(
+        &self,
+        tx: &mut SqliteConnection,
+        kind: EventKind,
+        seq: i64,
+        now: i64,
+    ) -> sqlx::Result<()> {
+        let Some(events) = &self.events else {
+            return Ok(());
+        };
+        match db::sessions::find_by_seq(tx, seq).await? {
+            Some(row) => events.record(tx, kind, &row, now).await,
+            None => Ok(()),
+        }
+    }
+
+    fn events_committed(&self) {
+        if let Some(events) = &self.events {
+            events.committed();
+        }
     }
 
     /// A file this step committed before failing is garbage if the session
@@ -162,7 +220,7 @@ impl Finalizer {
             claim.bytes_received,
             claim.max_index.unwrap_or_default()
         );
-        if !db::finalize::mark_failed(&self.pool, claim.seq, &reason, now).await? {
+        if !self.mark_failed(claim.seq, &reason, now).await? {
             return Ok(Outcome::Discarded(id));
         }
         tracing::warn!(reason, "session failed");

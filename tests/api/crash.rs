@@ -104,6 +104,7 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
         idle_after: std::time::Duration::from_secs(3600),
         wakeup: Default::default(),
         finalized: tokio::sync::broadcast::channel(1).0,
+        events: None,
     };
     let claim = db::finalize::Claim {
         expected_chunks: Some(50),

@@ -14,3 +14,4 @@ mod range;
 mod security;
 mod soak;
 mod upload;
+mod webhooks;
