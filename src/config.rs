@@ -138,6 +138,11 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_SESSIONS_PER_MINUTE", default_value_t = 60)]
     pub max_sessions_per_minute: u32,
 
+    /// Delete recordings this long after they became ready (e.g. "30days", "12h"); the session
+    /// stays, marked expired, and downloads answer 410. Unset: keep recordings forever.
+    #[arg(long, env = "SPOOL_KEEP_RECORDINGS", value_parser = parse_duration)]
+    pub keep_recordings: Option<Duration>,
+
     /// Where to POST signed `session.ready` / `session.failed` events (needs --webhook-secret).
     #[arg(long, env = "SPOOL_WEBHOOK_URL")]
     pub webhook_url: Option<String>,

@@ -21,6 +21,7 @@ pub struct Metrics {
     recordings_finalized: AtomicU64,
     finalize_failures: AtomicU64,
     webhooks_delivered: AtomicU64,
+    recordings_expired: AtomicU64,
     webhook_failures: AtomicU64,
     /// Chunks stored per second over the last minute: (second, count), oldest first.
     recent: Mutex<VecDeque<(u64, u64)>>,
@@ -94,6 +95,10 @@ impl Metrics {
         self.recordings_finalized.fetch_add(1, Relaxed);
     }
 
+    pub fn recording_expired(&self) {
+        self.recordings_expired.fetch_add(1, Relaxed);
+    }
+
     pub fn webhook_delivered(&self) {
         self.webhooks_delivered.fetch_add(1, Relaxed);
     }
@@ -107,7 +112,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let counters: [(&str, &str, u64); 13] = [
+        let counters: [(&str, &str, u64); 14] = [
             (
                 "spool_sessions_created_total",
                 "Sessions created.",
@@ -162,6 +167,11 @@ impl Metrics {
                 "spool_finalize_failures_total",
                 "Failed finalize attempts.",
                 self.finalize_failures.load(Relaxed),
+            ),
+            (
+                "spool_recordings_expired_total",
+                "Recordings deleted by --keep-recordings.",
+                self.recordings_expired.load(Relaxed),
             ),
             (
                 "spool_webhooks_delivered_total",

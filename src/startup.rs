@@ -23,7 +23,7 @@ use crate::limits::{CreationLimit, SocketSlots};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::storage::LocalRecordings;
-use crate::sweep::{self, Sweeper};
+use crate::sweep::{self, Retention, Sweeper};
 use crate::webhooks::{self, Dispatcher, Events};
 use crate::{http, server, writer};
 
@@ -84,7 +84,12 @@ impl App {
             pool: pool.clone(),
             writer,
             recordings: recordings.clone(),
-            sweeper: Sweeper::new(pool.clone(), recordings.clone()),
+            sweeper: Sweeper::new(pool.clone(), recordings.clone()).with_retention(
+                config.keep_recordings.map(|keep| Retention {
+                    keep,
+                    metrics: metrics.clone(),
+                }),
+            ),
             metrics: metrics.clone(),
             socket_slots: SocketSlots::new(config.max_connections),
             creation_limit: CreationLimit::new(config.max_sessions_per_minute).map(Arc::new),

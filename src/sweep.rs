@@ -3,7 +3,9 @@
 //! - sessions marked deleted: their chunks (in slices), recording file, then row;
 //! - chunks of sessions that are ready, deleted or gone, or failed with nothing
 //!   acknowledged;
-//! - recording files that no live or ready session owns.
+//! - recording files that no live or ready session owns;
+//! - with `--keep-recordings`, the files of recordings older than that (the
+//!   session stays `ready`, marked expired, and downloads answer 410).
 //!
 //! Every step is idempotent and keyed by session numbers that are never
 //! reused, so it may run twice at once (a delete request and the sweep) or be
@@ -17,8 +19,11 @@ use anyhow::Context;
 use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{self, sessions::ChunkHolder};
+use std::sync::Arc;
+
+use crate::db::{self, sessions::ChunkHolder, sessions::FileOwner};
 use crate::domain::{SessionId, SessionState};
+use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;
 
 /// How often the sweep finishes deletes that an error cut short.
@@ -35,6 +40,14 @@ const PAGE: i64 = 100;
 pub struct Sweeper {
     pool: SqlitePool,
     recordings: LocalRecordings,
+    retention: Option<Retention>,
+}
+
+/// `--keep-recordings`, and where to count what it removes.
+#[derive(Clone)]
+pub struct Retention {
+    pub keep: Duration,
+    pub metrics: Arc<Metrics>,
 }
 
 /// What one pass removed, and how many items it had to skip.
@@ -44,11 +57,21 @@ pub struct Swept {
     pub chunks: u64,
     pub files: u64,
     pub failures: u64,
+    /// Recordings removed by retention.
+    pub expired: u64,
 }
 
 impl Sweeper {
     pub fn new(pool: SqlitePool, recordings: LocalRecordings) -> Self {
-        Self { pool, recordings }
+        Self {
+            pool,
+            recordings,
+            retention: None,
+        }
+    }
+
+    pub fn with_retention(self, retention: Option<Retention>) -> Self {
+        Self { retention, ..self }
     }
 
     /// Removes a session already marked deleted: chunks, recording, then the
@@ -73,6 +96,7 @@ impl Sweeper {
     pub async fn pass(&self, thorough: bool) -> anyhow::Result<Swept> {
         let mut swept = Swept::default();
         self.purge_deleted(&mut swept).await?;
+        self.expire_recordings(&mut swept).await?;
         if thorough {
             self.release_garbage_chunks(&mut swept).await?;
             self.remove_orphan_files(&mut swept).await?;
@@ -98,6 +122,37 @@ impl Sweeper {
                         swept.chunks += chunks;
                     }
                     Err(e) => skipped(swept, &e, "finishing a delete"),
+                }
+            }
+        }
+    }
+
+    /// Removes the files of recordings older than `--keep-recordings`:
+    /// marked expired first, so a crash in between leaves a file the sweep
+    /// knows to be garbage, never a ready session without its file unmarked.
+    async fn expire_recordings(&self, swept: &mut Swept) -> anyhow::Result<()> {
+        let Some(retention) = &self.retention else {
+            return Ok(());
+        };
+        let cutoff = db::now_ms() - i64::try_from(retention.keep.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            let due = db::sessions::recordings_to_expire(&self.pool, cutoff, PAGE)
+                .await
+                .context("looking for recordings past retention")?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            for (seq, public_id) in due {
+                db::sessions::mark_expired(&self.pool, seq, db::now_ms())
+                    .await
+                    .context("marking a recording expired")?;
+                match self.recordings.delete(&public_id).await {
+                    Ok(()) => {
+                        tracing::info!(session = %public_id, "recording past retention deleted");
+                        retention.metrics.recording_expired();
+                        swept.expired += 1;
+                    }
+                    Err(e) => skipped(swept, &e, "deleting an expired recording"),
                 }
             }
         }
@@ -133,10 +188,10 @@ impl Sweeper {
             if SessionId::parse(&key).is_err() {
                 continue;
             }
-            let state = db::sessions::state_by_public_id(&self.pool, &key)
+            let owner = db::sessions::file_owner(&self.pool, &key)
                 .await
                 .context("looking up a recording's session")?;
-            if owns_recording(state.as_deref()) {
+            if owns_recording(owner.as_ref()) {
                 continue;
             }
             match self.recordings.delete(&key).await {
@@ -168,13 +223,14 @@ fn needs_chunks(holder: Option<&ChunkHolder>) -> bool {
 }
 
 /// A file belongs to a session being finalized (it may be mid-rename) or
-/// ready, or to a state this version does not know.
-fn owns_recording(state: Option<&str>) -> bool {
-    state.is_some_and(|state| {
-        !matches!(
-            SessionState::parse(state),
-            Ok(SessionState::Failed | SessionState::Deleted)
-        )
+/// ready and not expired, or to a state this version does not know.
+fn owns_recording(owner: Option<&FileOwner>) -> bool {
+    owner.is_some_and(|owner| {
+        !owner.expired
+            && !matches!(
+                SessionState::parse(&owner.state),
+                Ok(SessionState::Failed | SessionState::Deleted)
+            )
     })
 }
 
@@ -194,6 +250,7 @@ pub async fn run(sweeper: Sweeper, stop: CancellationToken) {
                 thorough_ok |= thorough && swept.failures == 0;
                 let removed = Swept {
                     failures: 0,
+                    expired: 0,
                     ..swept
                 };
                 if removed != Swept::default() {
@@ -248,11 +305,27 @@ mod tests {
     }
 
     #[test]
-    fn only_failed_deleted_and_gone_sessions_lose_their_files() {
-        assert!(owns_recording(Some("ready")) && owns_recording(Some("finishing")));
-        assert!(owns_recording(Some("a-future-state")));
-        for gone in [Some("failed"), Some("deleted"), None] {
-            assert!(!owns_recording(gone), "{gone:?}");
+    fn only_failed_deleted_expired_and_gone_sessions_lose_their_files() {
+        let owner = |state: &str, expired| {
+            Some(FileOwner {
+                state: state.into(),
+                expired,
+            })
+        };
+        for keeps in [
+            owner("ready", false),
+            owner("finishing", false),
+            owner("a-future-state", false),
+        ] {
+            assert!(owns_recording(keeps.as_ref()), "{keeps:?}");
+        }
+        for gone in [
+            owner("failed", false),
+            owner("deleted", false),
+            owner("ready", true),
+            None,
+        ] {
+            assert!(!owns_recording(gone.as_ref()), "{gone:?}");
         }
     }
 }

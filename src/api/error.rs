@@ -30,6 +30,8 @@ pub enum ApiError {
     TooManyRequests { retry_after: std::time::Duration },
     #[error("range not satisfiable: the recording is {len} bytes")]
     RangeNotSatisfiable { len: u64 },
+    #[error("{0}")]
+    Gone(String),
     #[error("the server is shutting down")]
     Unavailable,
     #[error("internal error")]
@@ -65,6 +67,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -82,6 +85,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => "too_many_requests",
             Self::RequestTimeout => "request_timeout",
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            Self::Gone(_) => "recording_expired",
             Self::Unavailable => "unavailable",
             Self::Internal(_) => "internal",
         }

@@ -36,6 +36,8 @@ pub struct RecordingView {
     pub missing: Value,
     pub source_bytes: i64,
     pub source_sha256: String,
+    /// When `--keep-recordings` deleted the file (downloads then answer 410).
+    pub expired_at: Option<String>,
 }
 
 impl SessionView {
@@ -77,6 +79,7 @@ impl RecordingView {
                 .unwrap_or(Value::Array(vec![])),
             source_bytes: row.recording_source_bytes?,
             source_sha256: row.recording_source_sha256.clone()?,
+            expired_at: row.recording_expired_at.map(rfc3339),
         })
     }
 }

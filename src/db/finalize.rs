@@ -119,7 +119,7 @@ pub async fn mark_ready(
     now: i64,
 ) -> sqlx::Result<MarkedReady> {
     let updated = sqlx::query!(
-        "UPDATE sessions SET state = 'ready', updated_at = ?2, recording_bytes = ?3, recording_sha256 = ?4,
+        "UPDATE sessions SET state = 'ready', updated_at = ?2, ready_at = ?2, recording_bytes = ?3, recording_sha256 = ?4,
                 recording_source_bytes = ?5, recording_source_sha256 = ?6, recording_duration_ms = ?7,
                 recording_complete = ?8, recording_missing = ?9, failure_reason = NULL
          WHERE seq = ?1 AND state = 'finishing'",

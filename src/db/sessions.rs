@@ -35,6 +35,8 @@ pub struct SessionRow {
     pub recording_missing: Option<String>,
     pub last_client_addr: Option<String>,
     pub last_user_agent: Option<String>,
+    /// When retention deleted the recording's file.
+    pub recording_expired_at: Option<i64>,
 }
 
 pub struct NewSession<'a> {
@@ -75,7 +77,7 @@ pub async fn find_session(pool: &SqlitePool, id: &SessionId) -> sqlx::Result<Opt
                   updated_at, last_seen_at, finalize_claimed_at, failure_reason, recording_bytes,
                   recording_sha256, recording_source_bytes, recording_source_sha256,
                   recording_duration_ms, recording_complete AS "recording_complete: bool",
-                  recording_missing, last_client_addr, last_user_agent
+                  recording_missing, last_client_addr, last_user_agent, recording_expired_at
            FROM sessions WHERE public_id = ?1 AND state != 'deleted'"#,
         id
     )
@@ -219,4 +221,54 @@ pub async fn state_by_public_id(
     sqlx::query_scalar!("SELECT state FROM sessions WHERE public_id = ?1", public_id)
         .fetch_optional(pool)
         .await
+}
+
+/// What decides whether a recording file still has an owner.
+#[derive(Debug, Clone)]
+pub struct FileOwner {
+    pub state: String,
+    pub expired: bool,
+}
+
+pub async fn file_owner(pool: &SqlitePool, public_id: &str) -> sqlx::Result<Option<FileOwner>> {
+    sqlx::query_as!(
+        FileOwner,
+        r#"SELECT state, recording_expired_at IS NOT NULL AS "expired!: bool"
+           FROM sessions WHERE public_id = ?1"#,
+        public_id
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Ready sessions whose recording became ready before `cutoff` and still has its file.
+pub async fn recordings_to_expire(
+    pool: &SqlitePool,
+    cutoff: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<(i64, String)>> {
+    let rows = sqlx::query!(
+        r#"SELECT seq AS "seq!", public_id FROM sessions
+           WHERE state = 'ready' AND recording_expired_at IS NULL AND ready_at < ?1
+           ORDER BY ready_at LIMIT ?2"#,
+        cutoff,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.seq, r.public_id)).collect())
+}
+
+/// Marks a recording expired (before its file is deleted, so a crash in
+/// between leaves a file the sweep knows is garbage). False if it already was.
+pub async fn mark_expired(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Result<bool> {
+    let marked = sqlx::query!(
+        "UPDATE sessions SET recording_expired_at = ?2
+         WHERE seq = ?1 AND state = 'ready' AND recording_expired_at IS NULL",
+        seq,
+        now
+    )
+    .execute(pool)
+    .await?;
+    Ok(marked.rows_affected() == 1)
 }

@@ -36,6 +36,12 @@ async fn download(
             format!("the recording is not ready (the session is {})", row.state),
         ));
     };
+    if let Some(expired) = row.recording_expired_at {
+        return Err(ApiError::Gone(format!(
+            "the recording was deleted at {} by the server's retention policy",
+            crate::api::rfc3339(expired)
+        )));
+    }
     let len = state.recordings.len(id.as_str()).await?.ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!(
             "session {id} is ready but its recording file is missing"

@@ -11,6 +11,7 @@ mod http_api;
 mod limits;
 mod protocol_errors;
 mod range;
+mod retention;
 mod security;
 mod soak;
 mod upload;

@@ -1,0 +1,78 @@
+//! `--keep-recordings`: recordings older than the limit lose their file and
+//! answer 410; their sessions stay `ready` and say when; younger ones stay.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{Created, TestApp, Ws, spawn_app_with, spawn_in};
+
+async fn ready_session(app: &TestApp, payload: &[u8]) -> Created {
+    let session = app.create_session().await;
+    let (mut ws, _) = Ws::ready(app, &session).await;
+    ws.send_chunk(0, payload).await;
+    ws.send_json(json!({"type": "finish", "chunks": 1})).await;
+    drop(ws);
+    app.wait_finalized(&session).await;
+    session
+}
+
+#[tokio::test]
+async fn retention_deletes_exactly_the_recordings_past_the_limit() {
+    let keep = Duration::from_secs(3);
+    let app = spawn_app_with(|c| c.keep_recordings = Some(keep)).await;
+    let data_dir = app.data_dir.clone();
+    let old = ready_session(&app, b"old recording").await;
+    tokio::time::sleep(keep + Duration::from_millis(500)).await;
+    let young = ready_session(&app, b"young recording").await;
+    let _dir = app.stop_keeping_dir().await;
+
+    // The sweep's start-up pass applies retention.
+    let app = spawn_in(data_dir.clone(), |c| c.keep_recordings = Some(keep)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let expired = loop {
+        let status = app.get_session(&old).await;
+        if !status["recording"]["expired_at"].is_null() {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never expired: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(expired["state"], "ready");
+    assert!(
+        expired["recording"]["expired_at"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    let gone = app
+        .http
+        .get(app.url(&format!("/v1/sessions/{}/recording", old.id)))
+        .bearer_auth(&old.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 410);
+    let body: serde_json::Value = gone.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "recording_expired");
+    assert!(!data_dir.join("recordings").join(&old.id).exists());
+
+    assert_eq!(app.download(&young).await, b"young recording");
+    assert!(app.get_session(&young).await["recording"]["expired_at"].is_null());
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("spool_recordings_expired_total 1"),
+        "{metrics}"
+    );
+}
