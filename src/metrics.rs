@@ -1,28 +1,72 @@
-//! Process counters, rendered as Prometheus text at `GET /metrics`.
+//! Process metrics, in the Prometheus (OpenMetrics) text format at
+//! `GET /metrics`, through the `prometheus-client` crate. Sessions by state
+//! are read from the database at scrape time; everything else is counted as
+//! it happens.
 
 use std::collections::VecDeque;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{LazyLock, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-#[derive(Debug, Default)]
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::domain::SessionState;
+
+/// Why a chunk was refused: a label of `spool_chunks_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The session is ready, failed, deleted or being finalized.
+    SessionClosed,
+    /// At or past the count declared by `finish`.
+    BeyondFinish,
+    UnknownSession,
+}
+
+impl Refused {
+    fn label(self) -> &'static str {
+        match self {
+            Self::SessionClosed => "session_closed",
+            Self::BeyondFinish => "beyond_finish",
+            Self::UnknownSession => "unknown_session",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Debug)]
 pub struct Metrics {
-    sessions_created: AtomicU64,
-    chunks_stored: AtomicU64,
-    chunk_bytes_stored: AtomicU64,
-    chunks_duplicate: AtomicU64,
-    chunks_conflict: AtomicU64,
-    chunks_refused: AtomicU64,
-    writer_batches: AtomicU64,
-    writer_batch_rows: AtomicU64,
-    ws_connections_total: AtomicU64,
-    ws_connections_open: AtomicI64,
-    recordings_finalized: AtomicU64,
-    finalize_failures: AtomicU64,
-    webhooks_delivered: AtomicU64,
-    recordings_expired: AtomicU64,
-    webhook_failures: AtomicU64,
+    registry: Registry,
+    sessions_created: Counter,
+    sessions: Family<StateLabel, Gauge>,
+    chunks_stored: Counter,
+    chunk_bytes_stored: Counter,
+    chunks_duplicate: Counter,
+    chunks_conflict: Counter,
+    chunks_refused: Family<ReasonLabel, Counter>,
+    ack_latency: Histogram,
+    batch_rows: Histogram,
+    commit_duration: Histogram,
+    ws_connections: Counter,
+    ws_open: Gauge,
+    recordings_finalized: Counter,
+    finalize_duration: Histogram,
+    finalize_failures: Counter,
+    recordings_expired: Counter,
+    webhooks_delivered: Counter,
+    webhook_failures: Counter,
     /// Chunks stored per second over the last minute: (second, count), oldest first.
     recent: Mutex<VecDeque<(u64, u64)>>,
 }
@@ -31,19 +75,149 @@ pub struct Metrics {
 const RECENT_SECONDS: u64 = 60;
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
+/// 0.5 ms to ~16 s: from one fsync to a badly overloaded writer.
+fn seconds_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let metrics = Self {
+            registry: Registry::with_prefix("spool"),
+            sessions_created: Counter::default(),
+            sessions: Family::default(),
+            chunks_stored: Counter::default(),
+            chunk_bytes_stored: Counter::default(),
+            chunks_duplicate: Counter::default(),
+            chunks_conflict: Counter::default(),
+            chunks_refused: Family::default(),
+            ack_latency: seconds_buckets(),
+            batch_rows: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            commit_duration: seconds_buckets(),
+            ws_connections: Counter::default(),
+            ws_open: Gauge::default(),
+            recordings_finalized: Counter::default(),
+            finalize_duration: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
+            finalize_failures: Counter::default(),
+            recordings_expired: Counter::default(),
+            webhooks_delivered: Counter::default(),
+            webhook_failures: Counter::default(),
+            recent: Mutex::default(),
+        };
+        metrics.register()
+    }
+}
+
 impl Metrics {
-    pub fn session_created(&self) {
-        self.sessions_created.fetch_add(1, Relaxed);
+    fn register(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register(
+            "sessions_created",
+            "Sessions created",
+            self.sessions_created.clone(),
+        );
+        r.register("sessions", "Sessions by state, now", self.sessions.clone());
+        r.register(
+            "chunks_stored",
+            "Chunks stored for the first time",
+            self.chunks_stored.clone(),
+        );
+        r.register(
+            "chunk_bytes_stored",
+            "Payload bytes of chunks stored",
+            self.chunk_bytes_stored.clone(),
+        );
+        r.register(
+            "chunks_duplicate",
+            "Resent chunks dropped as duplicates",
+            self.chunks_duplicate.clone(),
+        );
+        r.register(
+            "chunks_conflict",
+            "Chunks refused: same index, other bytes",
+            self.chunks_conflict.clone(),
+        );
+        r.register(
+            "chunks_refused",
+            "Chunks refused, by reason",
+            self.chunks_refused.clone(),
+        );
+        r.register(
+            "chunk_ack_seconds",
+            "From a chunk reaching the writer to its commit being answered",
+            self.ack_latency.clone(),
+        );
+        r.register(
+            "writer_batch_rows",
+            "Requests per writer transaction",
+            self.batch_rows.clone(),
+        );
+        r.register(
+            "writer_commit_seconds",
+            "Writer transaction time, commit (fsync) included",
+            self.commit_duration.clone(),
+        );
+        r.register(
+            "ws_connections",
+            "WebSocket connections accepted",
+            self.ws_connections.clone(),
+        );
+        r.register(
+            "ws_connections_open",
+            "WebSocket connections open now",
+            self.ws_open.clone(),
+        );
+        r.register(
+            "recordings_finalized",
+            "Recordings finalized",
+            self.recordings_finalized.clone(),
+        );
+        r.register(
+            "finalize_seconds",
+            "Time to finalize a recording",
+            self.finalize_duration.clone(),
+        );
+        r.register(
+            "finalize_failures",
+            "Failed finalize attempts (retried)",
+            self.finalize_failures.clone(),
+        );
+        r.register(
+            "recordings_expired",
+            "Recordings deleted by --keep-recordings",
+            self.recordings_expired.clone(),
+        );
+        r.register(
+            "webhooks_delivered",
+            "Webhook events delivered (answered 2xx)",
+            self.webhooks_delivered.clone(),
+        );
+        r.register(
+            "webhook_failures",
+            "Webhook delivery attempts that failed (retried)",
+            self.webhook_failures.clone(),
+        );
+        self
     }
 
-    pub fn writer_batch(&self, rows: usize) {
-        self.writer_batches.fetch_add(1, Relaxed);
-        self.writer_batch_rows.fetch_add(rows as u64, Relaxed);
+    pub fn session_created(&self) {
+        self.sessions_created.inc();
+    }
+
+    /// One writer transaction: how many requests, and how long it took.
+    pub fn writer_batch(&self, rows: usize, took: Duration) {
+        self.batch_rows.observe(rows as f64);
+        self.commit_duration.observe(took.as_secs_f64());
+    }
+
+    /// A chunk's commit was answered `waited` after it reached the writer.
+    pub fn chunk_answered(&self, waited: Duration) {
+        self.ack_latency.observe(waited.as_secs_f64());
     }
 
     pub fn chunk_stored(&self, bytes: usize) {
-        self.chunks_stored.fetch_add(1, Relaxed);
-        self.chunk_bytes_stored.fetch_add(bytes as u64, Relaxed);
+        self.chunks_stored.inc();
+        self.chunk_bytes_stored.inc_by(bytes as u64);
         let now = EPOCH.elapsed().as_secs();
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         match recent.back_mut() {
@@ -71,131 +245,96 @@ impl Metrics {
     }
 
     pub fn chunk_duplicate(&self) {
-        self.chunks_duplicate.fetch_add(1, Relaxed);
+        self.chunks_duplicate.inc();
     }
 
     pub fn chunk_conflict(&self) {
-        self.chunks_conflict.fetch_add(1, Relaxed);
+        self.chunks_conflict.inc();
     }
 
-    pub fn chunk_refused(&self) {
-        self.chunks_refused.fetch_add(1, Relaxed);
+    pub fn chunk_refused(&self, why: Refused) {
+        self.chunks_refused
+            .get_or_create(&ReasonLabel {
+                reason: why.label(),
+            })
+            .inc();
     }
 
     pub fn connection_opened(&self) {
-        self.ws_connections_total.fetch_add(1, Relaxed);
-        self.ws_connections_open.fetch_add(1, Relaxed);
+        self.ws_connections.inc();
+        self.ws_open.inc();
     }
 
     pub fn connection_closed(&self) {
-        self.ws_connections_open.fetch_sub(1, Relaxed);
+        self.ws_open.dec();
     }
 
-    pub fn finalized(&self) {
-        self.recordings_finalized.fetch_add(1, Relaxed);
-    }
-
-    pub fn recording_expired(&self) {
-        self.recordings_expired.fetch_add(1, Relaxed);
-    }
-
-    pub fn webhook_delivered(&self) {
-        self.webhooks_delivered.fetch_add(1, Relaxed);
-    }
-
-    pub fn webhook_failed(&self) {
-        self.webhook_failures.fetch_add(1, Relaxed);
+    pub fn finalized(&self, took: Duration) {
+        self.recordings_finalized.inc();
+        self.finalize_duration.observe(took.as_secs_f64());
     }
 
     pub fn finalize_failed(&self) {
-        self.finalize_failures.fetch_add(1, Relaxed);
+        self.finalize_failures.inc();
     }
 
-    pub fn render(&self) -> String {
-        let counters: [(&str, &str, u64); 14] = [
-            (
-                "spool_sessions_created_total",
-                "Sessions created.",
-                self.sessions_created.load(Relaxed),
-            ),
-            (
-                "spool_chunks_stored_total",
-                "Chunks stored for the first time.",
-                self.chunks_stored.load(Relaxed),
-            ),
-            (
-                "spool_chunk_bytes_stored_total",
-                "Payload bytes of chunks stored.",
-                self.chunk_bytes_stored.load(Relaxed),
-            ),
-            (
-                "spool_chunks_duplicate_total",
-                "Resent chunks dropped as duplicates.",
-                self.chunks_duplicate.load(Relaxed),
-            ),
-            (
-                "spool_chunks_conflict_total",
-                "Chunks refused: same index, other bytes.",
-                self.chunks_conflict.load(Relaxed),
-            ),
-            (
-                "spool_chunks_refused_total",
-                "Chunks refused for a session's state.",
-                self.chunks_refused.load(Relaxed),
-            ),
-            (
-                "spool_writer_batches_total",
-                "Transactions committed by the chunk writer.",
-                self.writer_batches.load(Relaxed),
-            ),
-            (
-                "spool_writer_batch_rows_total",
-                "Requests carried by those transactions.",
-                self.writer_batch_rows.load(Relaxed),
-            ),
-            (
-                "spool_ws_connections_total",
-                "WebSocket connections accepted.",
-                self.ws_connections_total.load(Relaxed),
-            ),
-            (
-                "spool_recordings_finalized_total",
-                "Recordings finalized.",
-                self.recordings_finalized.load(Relaxed),
-            ),
-            (
-                "spool_finalize_failures_total",
-                "Failed finalize attempts.",
-                self.finalize_failures.load(Relaxed),
-            ),
-            (
-                "spool_recordings_expired_total",
-                "Recordings deleted by --keep-recordings.",
-                self.recordings_expired.load(Relaxed),
-            ),
-            (
-                "spool_webhooks_delivered_total",
-                "Webhook events delivered (answered 2xx).",
-                self.webhooks_delivered.load(Relaxed),
-            ),
-            (
-                "spool_webhook_failures_total",
-                "Webhook delivery attempts that failed (to be retried).",
-                self.webhook_failures.load(Relaxed),
-            ),
-        ];
-        let mut out = String::new();
-        for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+    pub fn recording_expired(&self) {
+        self.recordings_expired.inc();
+    }
+
+    pub fn webhook_delivered(&self) {
+        self.webhooks_delivered.inc();
+    }
+
+    pub fn webhook_failed(&self) {
+        self.webhook_failures.inc();
+    }
+
+    /// The text exposition, with sessions by state as counted just now.
+    pub fn render(&self, sessions_by_state: &[(SessionState, i64)]) -> String {
+        for state in [
+            SessionState::Recording,
+            SessionState::Finishing,
+            SessionState::Ready,
+            SessionState::Failed,
+        ] {
+            let count = sessions_by_state
+                .iter()
+                .find(|(s, _)| *s == state)
+                .map_or(0, |(_, n)| *n);
+            self.sessions
+                .get_or_create(&StateLabel {
+                    state: state.as_str(),
+                })
+                .set(count);
         }
-        let open = self.ws_connections_open.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP spool_ws_connections_open WebSocket connections open now.\n# TYPE spool_ws_connections_open gauge\nspool_ws_connections_open {open}"
-        );
-        out
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_histograms() {
+        let metrics = Metrics::default();
+        metrics.chunk_stored(100);
+        metrics.chunk_refused(Refused::BeyondFinish);
+        metrics.writer_batch(3, Duration::from_millis(2));
+        let text = metrics.render(&[(SessionState::Ready, 2)]);
+        for line in [
+            "spool_chunks_stored_total 1",
+            "spool_chunk_bytes_stored_total 100",
+            "spool_chunks_refused_total{reason=\"beyond_finish\"} 1",
+            "spool_sessions{state=\"ready\"} 2",
+            "spool_sessions{state=\"recording\"} 0",
+            "spool_writer_batch_rows_count 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 }

@@ -95,6 +95,7 @@ impl Finalizer {
 
     async fn finalize_step(&self, claim: &Claim) -> anyhow::Result<Outcome> {
         let id = claim.public_id.clone();
+        let started = std::time::Instant::now();
         let now = db::now_ms();
         let Some(facts) = self.build_recording(claim).await? else {
             return self.nothing_to_join(claim, now).await;
@@ -110,7 +111,7 @@ impl Finalizer {
                     complete = facts.complete,
                     "recording ready"
                 );
-                self.metrics.finalized();
+                self.metrics.finalized(started.elapsed());
             }
             MarkedReady::Deleted => {
                 tracing::info!("session deleted while finalizing; discarding its recording");

@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::api::ApiError;
+use crate::db;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -29,12 +30,13 @@ async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, Api
     Ok((StatusCode::OK, Json(json!({ "status": "ok" }))))
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
+async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let sessions = db::admin::sessions_by_state(&state.pool).await?;
+    Ok((
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
-    )
+        state.metrics.render(&sessions),
+    ))
 }

@@ -12,7 +12,7 @@ use sqlx::{Connection, SqliteConnection};
 use super::{ChunkOutcome, FinishOutcome, Request, WriteError};
 use crate::db::{self, chunks::Added, chunks::Gate};
 use crate::domain::{ChunkFrame, SessionState};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refused};
 
 /// What the transaction decided for each request, before `committed` is known.
 #[derive(Debug, Clone)]
@@ -195,8 +195,10 @@ pub(super) fn answer(
                 session,
                 chunk,
                 reply,
+                queued_at,
                 ..
             } => {
+                metrics.chunk_answered(queued_at.elapsed());
                 let committed = committed.get(&session).copied().unwrap_or(0);
                 let outcome = match decision {
                     Decision::Stored => ChunkOutcome::Stored { committed },
@@ -232,7 +234,9 @@ fn count(metrics: &Metrics, outcome: &ChunkOutcome, bytes: usize) {
         ChunkOutcome::Stored { .. } => metrics.chunk_stored(bytes),
         ChunkOutcome::Duplicate { .. } => metrics.chunk_duplicate(),
         ChunkOutcome::Conflict { .. } => metrics.chunk_conflict(),
-        _ => metrics.chunk_refused(),
+        ChunkOutcome::NotAccepting { .. } => metrics.chunk_refused(Refused::SessionClosed),
+        ChunkOutcome::BeyondFinish { .. } => metrics.chunk_refused(Refused::BeyondFinish),
+        ChunkOutcome::UnknownSession => metrics.chunk_refused(Refused::UnknownSession),
     }
 }
 

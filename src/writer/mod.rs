@@ -86,6 +86,8 @@ enum Request {
         chunk: ChunkFrame,
         reply: oneshot::Sender<Result<ChunkOutcome, WriteError>>,
         _permit: OwnedSemaphorePermit,
+        /// When it was submitted: its ack latency is measured from here.
+        queued_at: std::time::Instant,
     },
     Finish {
         session: i64,
@@ -133,6 +135,7 @@ impl WriterHandle {
                 chunk,
                 reply,
                 _permit: permit,
+                queued_at: std::time::Instant::now(),
             })
             .map_err(|_| WriteError::Stopped)?;
         Ok(pending)
@@ -213,9 +216,10 @@ async fn run(
         while !waiting.is_empty() {
             let batch = take_batch(&mut waiting);
             let rows = batch.len();
+            let started = std::time::Instant::now();
             match batch::commit_batch(&mut conn, &batch).await {
                 Ok(committed) => {
-                    metrics.writer_batch(rows);
+                    metrics.writer_batch(rows, started.elapsed());
                     if committed.any_complete {
                         finalize_wakeup.notify_one();
                     }

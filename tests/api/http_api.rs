@@ -611,7 +611,10 @@ async fn chunks_stored_metric(app: &TestApp) -> u64 {
         .to_str()
         .unwrap()
         .to_owned();
-    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
     let text = response.text().await.unwrap();
     let line = text
         .lines()
