@@ -10,7 +10,7 @@ mod message;
 mod view;
 
 pub use auth::{Creator, Credential};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorDetail};
 pub use extract::{BaseUrl, JsonBody, SessionPath};
 pub use message::ServerMessage;
 pub use view::{

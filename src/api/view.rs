@@ -7,8 +7,10 @@ use crate::api::BaseUrl;
 use crate::db::sessions::SessionRow;
 use crate::domain::{SessionId, SessionState};
 
-#[derive(Debug, Serialize)]
+/// A session, as `GET /v1/sessions/{id}` shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
+    #[schema(value_type = String, example = "3f1c0d2e4b5a69788796a5b4c3d2e1f0")]
     pub id: SessionId,
     pub state: SessionState,
     pub mime_type: String,
@@ -18,6 +20,7 @@ pub struct SessionView {
     pub chunks_received: i64,
     pub bytes_received: i64,
     pub expected_chunks: Option<i64>,
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub recording: Option<RecordingView>,
     /// Why the session failed; only present when it did.
@@ -25,7 +28,8 @@ pub struct SessionView {
     pub failure_reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The finished recording; null until the session is ready.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RecordingView {
     pub url: String,
     pub bytes: i64,
@@ -33,6 +37,8 @@ pub struct RecordingView {
     pub duration_ms: Option<i64>,
     pub mime_type: String,
     pub complete: bool,
+    /// Inclusive `[from, to]` index ranges left out.
+    #[schema(value_type = Vec<Vec<i64>>)]
     pub missing: Value,
     pub source_bytes: i64,
     pub source_sha256: String,
@@ -92,7 +98,7 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 /// A session as the admin API lists it: the session JSON plus liveness.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdminSessionView {
     #[serde(flatten)]
     pub session: SessionView,
@@ -112,7 +118,7 @@ impl AdminSessionView {
 }
 
 /// One session in full, for the admin detail view.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AdminSessionDetail {
     #[serde(flatten)]
     pub summary: AdminSessionView,
@@ -123,7 +129,8 @@ pub struct AdminSessionDetail {
     pub client: Option<ClientView>,
 }
 
-#[derive(Debug, Serialize)]
+/// The last connection's client.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClientView {
     pub addr: String,
     pub user_agent: Option<String>,

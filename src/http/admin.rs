@@ -1,17 +1,17 @@
 //! Admin endpoints: list and inspect sessions, finalize one now, totals.
 //! Every route needs the admin token (401 otherwise).
 
+use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::{
-    AdminSessionDetail, AdminSessionView, ApiError, BaseUrl, Credential, SessionPath,
+    AdminSessionDetail, AdminSessionView, ApiError, BaseUrl, Credential, ErrorBody, SessionPath,
 };
 use crate::db::{self, admin::ListFilter};
 use crate::domain::SessionState;
@@ -24,21 +24,35 @@ const MAX_LIMIT: i64 = 500;
 /// Metadata keys a filter may name: short, plain, nothing to escape.
 const MAX_META_KEY: usize = 64;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/sessions", get(list_sessions))
-        .route("/v1/admin/sessions/{id}", get(session_detail))
-        .route("/v1/admin/sessions/{id}/finalize", post(finalize_now))
-        .route("/v1/admin/stats", get(stats))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_sessions))
+        .routes(routes!(session_detail))
+        .routes(routes!(finalize_now))
+        .routes(routes!(stats))
 }
 
-#[derive(Debug, Serialize)]
+/// One page of sessions, newest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct SessionList {
     sessions: Vec<AdminSessionView>,
     /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
 }
 
+/// Sessions, newest first, filtered; page with `cursor`. Also `meta.KEY=VALUE`
+/// (exact match on a top-level metadata key; several allowed).
+#[utoipa::path(get, path = "/v1/admin/sessions", tag = "admin",
+    params(
+        ("state" = Option<SessionState>, Query, description = "recording, finishing, ready or failed"),
+        ("since" = Option<String>, Query, description = "created at or after (RFC 3339)"),
+        ("until" = Option<String>, Query, description = "created at or before (RFC 3339)"),
+        ("complete" = Option<bool>, Query, description = "ready sessions whose recording is (not) complete"),
+        ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses((status = 200, body = SessionList), (status = 400, description = "a bad filter, named in the message", body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("admin_token" = [])))]
 async fn list_sessions(
     State(state): State<AppState>,
     credential: Credential,
@@ -71,6 +85,10 @@ async fn list_sessions(
     }))
 }
 
+/// One session in full: missing ranges, the last client.
+#[utoipa::path(get, path = "/v1/admin/sessions/{id}", tag = "admin", params(("id" = String, Path, description = "The session id")),
+    responses((status = 200, body = AdminSessionDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
 async fn session_detail(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
@@ -86,6 +104,10 @@ async fn session_detail(
 /// Finalizes with what is there: `202` and the session as it is now; it
 /// ends `ready` (with `complete`/`missing` saying what was left out) or
 /// `failed` if chunk 0 never arrived.
+#[utoipa::path(post, path = "/v1/admin/sessions/{id}/finalize", tag = "admin", params(("id" = String, Path, description = "The session id")),
+    responses((status = 202, body = AdminSessionView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "ready or failed already", body = ErrorBody)),
+    security(("admin_token" = [])))]
 async fn finalize_now(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
@@ -111,31 +133,52 @@ async fn finalize_now(
     ))
 }
 
+/// Totals for the admin page and `spool stats`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Stats {
+    sessions: StateCounts,
+    /// Chunks received by sessions that are not deleted (joined ones included).
+    chunks_stored: i64,
+    chunk_bytes_stored: i64,
+    /// Bytes of the recordings served now.
+    recordings_bytes: i64,
+    chunks_per_second_1m: f64,
+}
+
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+struct StateCounts {
+    recording: i64,
+    finishing: i64,
+    ready: i64,
+    failed: i64,
+}
+
+#[utoipa::path(get, path = "/v1/admin/stats", tag = "admin",
+    responses((status = 200, body = Stats), (status = 401, body = ErrorBody)),
+    security(("admin_token" = [])))]
 async fn stats(
     State(state): State<AppState>,
     credential: Credential,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Stats>, ApiError> {
     credential.authorize_admin(&state)?;
-    let mut sessions = Map::new();
-    for listed in [
-        SessionState::Recording,
-        SessionState::Finishing,
-        SessionState::Ready,
-        SessionState::Failed,
-    ] {
-        sessions.insert(listed.as_str().into(), 0.into());
-    }
+    let mut sessions = StateCounts::default();
     for (session_state, count) in db::admin::sessions_by_state(&state.pool).await? {
-        sessions.insert(session_state.as_str().into(), count.into());
+        match session_state {
+            SessionState::Recording => sessions.recording = count,
+            SessionState::Finishing => sessions.finishing = count,
+            SessionState::Ready => sessions.ready = count,
+            SessionState::Failed => sessions.failed = count,
+            SessionState::Deleted => {}
+        }
     }
     let totals = db::admin::totals(&state.pool).await?;
-    Ok(Json(serde_json::json!({
-        "sessions": sessions,
-        "chunks_stored": totals.chunks_received,
-        "chunk_bytes_stored": totals.bytes_received,
-        "recordings_bytes": totals.recordings_bytes,
-        "chunks_per_second_1m": state.metrics.chunks_per_second_1m(),
-    })))
+    Ok(Json(Stats {
+        sessions,
+        chunks_stored: totals.chunks_received,
+        chunk_bytes_stored: totals.bytes_received,
+        recordings_bytes: totals.recordings_bytes,
+        chunks_per_second_1m: state.metrics.chunks_per_second_1m(),
+    }))
 }
 
 /// The list's query string; every bad value is a 400 naming its parameter.

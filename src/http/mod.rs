@@ -2,6 +2,7 @@
 
 mod admin;
 mod cors;
+mod openapi;
 mod ops;
 mod range;
 mod recordings;
@@ -11,6 +12,8 @@ mod web;
 use axum::Router;
 use axum::http::Request;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use sessions::load_session;
 
@@ -19,13 +22,16 @@ use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let cors = cors::layer(&state.config.allowed_origins);
-    Router::new()
+    let (api, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(sessions::router())
         .merge(admin::router())
         .merge(recordings::router())
         .merge(crate::ingest::router())
         .merge(ops::router())
-        .merge(web::router())
+        .split_for_parts();
+    openapi::add_pages(&mut doc, web::pages());
+    api.merge(web::router())
+        .merge(openapi::router(doc))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         // The span names method and path only: the query may carry a token.

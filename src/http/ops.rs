@@ -1,23 +1,26 @@
 //! Liveness and metrics.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::ApiError;
+use crate::api::{ApiError, ErrorBody};
 use crate::db;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
 }
 
-/// 200 when the database answers.
+/// Liveness: 200 when the database answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "{\"status\": \"ok\"}"), (status = 500, body = ErrorBody)))]
 async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     sqlx::query_scalar!("SELECT 1 AS one")
         .fetch_one(&state.pool)
@@ -30,6 +33,9 @@ async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, Api
     Ok((StatusCode::OK, Json(json!({ "status": "ok" }))))
 }
 
+/// Prometheus (OpenMetrics) text.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let sessions = db::admin::sessions_by_state(&state.pool).await?;
     Ok((

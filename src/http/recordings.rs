@@ -1,26 +1,40 @@
 //! Serving finished recordings, with Range, HEAD and ETag.
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use tokio_util::io::ReaderStream;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::ApiError;
-use crate::api::Credential;
 use crate::api::SessionPath;
+use crate::api::{Credential, ErrorBody};
 use crate::domain::{MimeType, SessionState};
 use crate::http::range::RangeRequest;
 use crate::http::sessions::load_session;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> OpenApiRouter<AppState> {
     // `get` answers HEAD too; the handler leaves the body out for it.
-    Router::new().route("/v1/sessions/{id}/recording", get(download))
+    OpenApiRouter::new().routes(routes!(download))
 }
 
+/// The recording file (HEAD too): Range, ETag (its quoted SHA-256), If-None-Match, If-Range.
+/// `?token=` works where headers cannot be set (`<audio src>`).
+#[utoipa::path(get, path = "/v1/sessions/{id}/recording", tag = "sessions", params(("id" = String, Path, description = "The session id (32 hex digits)"),
+        ("Range" = Option<String>, Header, description = "one range: bytes=a-b, bytes=a- or bytes=-n")),
+    responses(
+        (status = 200, description = "the whole file", content_type = "audio/*"),
+        (status = 206, description = "the requested range, with Content-Range"),
+        (status = 304, description = "If-None-Match matched"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "not ready yet", body = ErrorBody),
+        (status = 410, description = "deleted by --keep-recordings", body = ErrorBody),
+        (status = 416, description = "the range is outside the file", body = ErrorBody),
+    ),
+    security(("session_token" = []), ("admin_token" = [])))]
 async fn download(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,

@@ -1,15 +1,14 @@
 //! Session endpoints: create, read, finish, delete.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::api::ApiError;
-use crate::api::SessionView;
+use crate::api::{ApiError, ErrorBody, SessionView};
 use crate::api::{BaseUrl, JsonBody, SessionPath};
 use crate::api::{Creator, Credential};
 use crate::db::{self, sessions::NewSession, sessions::SessionRow};
@@ -22,18 +21,33 @@ use crate::writer::{FinishOutcome, WriteError};
 /// payloads (every session row carries it).
 const MAX_METADATA_BYTES: usize = 4 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/sessions", post(create_session))
-        .route("/v1/sessions/{id}", get(get_session).delete(delete_session))
-        .route("/v1/sessions/{id}/finish", post(finish_session))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_session))
+        .routes(routes!(get_session, delete_session))
+        .routes(routes!(finish_session))
 }
 
-#[derive(Debug, Deserialize)]
+/// Every field is optional; unknown fields are refused.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateSession {
+    /// An `audio/*` or `video/*` type, or `application/octet-stream` (the default).
+    #[schema(example = "audio/webm;codecs=opus")]
     mime_type: Option<String>,
+    /// A JSON object of at most 4 KiB.
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
+}
+
+/// A new session: connect to `ws_url + "?token=" + token`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SessionCreated {
+    id: String,
+    /// Shown once; the server keeps only its hash.
+    token: String,
+    ws_url: String,
+    max_chunk_bytes: u32,
 }
 
 impl CreateSession {
@@ -65,13 +79,24 @@ impl CreateSession {
     }
 }
 
+/// Create a session (a recording).
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions",
+    request_body(content = CreateSession, content_type = "application/json"),
+    responses(
+        (status = 201, body = SessionCreated),
+        (status = 400, description = "bad mime_type or metadata", body = ErrorBody),
+        (status = 401, description = "the server has an API key and it was not given", body = ErrorBody),
+        (status = 413, description = "metadata over 4 KiB or body over 16 KiB", body = ErrorBody),
+        (status = 429, description = "too many sessions from this address; see Retry-After", body = ErrorBody),
+    ),
+    security((), ("api_key" = [])))]
 async fn create_session(
     State(state): State<AppState>,
     credential: Credential,
     peer: Peer,
     base: BaseUrl,
     body: JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<SessionCreated>), ApiError> {
     if credential.authorize_create(&state)? == Creator::Anonymous
         && let Some(limit) = &state.creation_limit
     {
@@ -90,12 +115,12 @@ async fn create_session(
     db::sessions::insert_session(&state.pool, new, db::now_ms()).await?;
     state.metrics.session_created();
     tracing::info!(session = %id, mime_type = %mime_type, "session created");
-    let body = json!({
-        "id": id.as_str(),
-        "token": token.expose(),
-        "ws_url": format!("{}/v1/sessions/{id}/ws", base.ws()),
-        "max_chunk_bytes": state.config.max_chunk_bytes,
-    });
+    let body = SessionCreated {
+        id: id.to_string(),
+        token: token.expose().to_owned(),
+        ws_url: format!("{}/v1/sessions/{id}/ws", base.ws()),
+        max_chunk_bytes: state.config.max_chunk_bytes,
+    };
     Ok((StatusCode::CREATED, Json(body)))
 }
 
@@ -106,6 +131,10 @@ pub async fn load_session(state: &AppState, id: &SessionId) -> Result<SessionRow
         .ok_or(ApiError::NotFound("session"))
 }
 
+/// A session and, once ready, its recording.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session id (32 hex digits)")),
+    responses((status = 200, body = SessionView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("session_token" = []), ("admin_token" = [])))]
 async fn get_session(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
@@ -117,11 +146,18 @@ async fn get_session(
     Ok(Json(SessionView::new(&row, &base)))
 }
 
-#[derive(Debug, Deserialize)]
+/// How many chunks the recording has (indexes `0..chunks`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct Finish {
     chunks: u64,
 }
 
+/// Declare the chunk count, as the WebSocket `finish` does (works from sendBeacon, any content type).
+#[utoipa::path(post, path = "/v1/sessions/{id}/finish", tag = "sessions", params(("id" = String, Path, description = "The session id (32 hex digits)")),
+    request_body(content = Finish, content_type = "application/json"),
+    responses((status = 202, body = SessionView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "another count was declared, or the session is closed", body = ErrorBody)),
+    security(("session_token" = [])))]
 async fn finish_session(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,
@@ -171,6 +207,10 @@ fn finish_refusal(outcome: FinishOutcome) -> ApiError {
 /// API, socket and finalize step), then removes its data in a task of its
 /// own, so a client that hangs up cannot stop it half way; a crash leaves the
 /// mark, and the sweep finishes the job.
+/// Delete the session: its chunks, recording and row.
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "The session id (32 hex digits)")),
+    responses((status = 204, description = "deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("session_token" = []), ("admin_token" = [])))]
 async fn delete_session(
     State(state): State<AppState>,
     SessionPath(id): SessionPath,

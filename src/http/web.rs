@@ -21,6 +21,17 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/css; charset=utf-8",
         include_str!("../web/demo.css"),
     ),
+    (
+        "/admin",
+        "text/html; charset=utf-8",
+        include_str!("../web/admin.html"),
+    ),
+    ("/assets/admin.js", JS, include_str!("../web/admin.js")),
+    (
+        "/assets/admin.css",
+        "text/css; charset=utf-8",
+        include_str!("../web/admin.css"),
+    ),
     ("/client/spool.js", JS, include_str!("../web/spool.js")),
     (
         "/client/spool-frame.js",
@@ -81,4 +92,11 @@ pub fn router() -> Router<AppState> {
             ];
             router.route(path, get(move || async move { (headers, body) }))
         })
+}
+
+/// Path and content type of every embedded file, for the API description.
+pub fn pages() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ASSETS
+        .iter()
+        .map(|&(path, content_type, _)| (path, content_type))
 }

@@ -10,13 +10,13 @@ mod session;
 mod slow_message;
 mod socket;
 
-use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::http::header::USER_AGENT;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use close::CloseReason;
 pub use socket::{Connection, handle_socket};
@@ -34,10 +34,18 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// Outgoing bytes a socket may hold before sends fail: server messages are small.
 const MAX_WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/sessions/{id}/ws", get(upgrade))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(upgrade))
 }
 
+/// The WebSocket of protocol v1 (chunks in, acks out). The upgrade always
+/// completes, so a refusal arrives as an `error` message and a close code.
+#[utoipa::path(get, path = "/v1/sessions/{id}/ws", tag = "sessions",
+    params(("id" = String, Path, description = "The session id"),
+        ("token" = String, Query, description = "the session token")),
+    responses((status = 101, description = "switching to WebSocket"),
+        (status = 400, description = "not a WebSocket upgrade", body = crate::api::ErrorBody)),
+    security(("session_token" = [])))]
 async fn upgrade(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,

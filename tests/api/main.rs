@@ -9,6 +9,7 @@ mod crash;
 mod helpers;
 mod http_api;
 mod limits;
+mod openapi;
 mod protocol_errors;
 mod range;
 mod retention;

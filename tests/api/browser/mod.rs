@@ -2,6 +2,7 @@
 //! against the real server: recording, network cuts, a killed server, a
 //! reload, playback, and the demo page.
 
+mod admin;
 mod cdp;
 mod demo;
 mod proxy;
