@@ -82,9 +82,9 @@ impl App {
             api_key: config.api_key.as_deref().map(Secret::new),
             admin_token: admin_token::resolve(config.admin_token.as_deref(), &config.data_dir)?,
             pool: pool.clone(),
-            writer,
+            writer: writer.clone(),
             recordings: recordings.clone(),
-            sweeper: Sweeper::new(pool.clone(), recordings.clone()).with_retention(
+            sweeper: Sweeper::new(pool.clone(), recordings.clone(), writer.clone()).with_retention(
                 config.keep_recordings.map(|keep| Retention {
                     keep,
                     metrics: metrics.clone(),
@@ -127,6 +127,7 @@ impl App {
             wakeup,
             finalized,
             events,
+            writer: state.writer.clone(),
         };
         Ok(Self {
             listener,

@@ -25,6 +25,7 @@ use crate::db::{self, sessions::ChunkHolder, sessions::FileOwner};
 use crate::domain::{SessionId, SessionState};
 use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;
+use crate::writer::WriterHandle;
 
 /// How often the sweep finishes deletes that an error cut short.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -40,6 +41,8 @@ const PAGE: i64 = 100;
 pub struct Sweeper {
     pool: SqlitePool,
     recordings: LocalRecordings,
+    /// Chunk deletes go through the writer, like every chunk write.
+    writer: WriterHandle,
     retention: Option<Retention>,
 }
 
@@ -62,10 +65,11 @@ pub struct Swept {
 }
 
 impl Sweeper {
-    pub fn new(pool: SqlitePool, recordings: LocalRecordings) -> Self {
+    pub fn new(pool: SqlitePool, recordings: LocalRecordings, writer: WriterHandle) -> Self {
         Self {
             pool,
             recordings,
+            writer,
             retention: None,
         }
     }
@@ -78,7 +82,9 @@ impl Sweeper {
     /// row, so that a crash at any point leaves the `deleted` mark for the
     /// next pass. Returns the chunks deleted.
     pub async fn purge(&self, seq: i64, public_id: &str) -> anyhow::Result<u64> {
-        let chunks = db::chunks::delete_all(&self.pool, seq)
+        let chunks = self
+            .writer
+            .delete_chunks(seq)
             .await
             .context("deleting a deleted session's chunks")?;
         self.recordings
@@ -172,7 +178,7 @@ impl Sweeper {
             if needs_chunks(holder.as_ref()) {
                 continue;
             }
-            match db::chunks::delete_all(&self.pool, seq).await {
+            match self.writer.delete_chunks(seq).await {
                 Ok(chunks) => swept.chunks += chunks,
                 Err(e) => skipped(swept, &e.into(), "deleting garbage chunks"),
             }

@@ -188,26 +188,17 @@ pub fn stream_prefix(
     .fetch(pool)
 }
 
-/// Chunks deleted per transaction: small enough that the writer never waits long.
-const DELETE_SLICE: i64 = 256;
-
-/// Deletes every chunk of a session, a slice per transaction.
-pub async fn delete_all(pool: &SqlitePool, seq: i64) -> sqlx::Result<u64> {
-    let mut deleted = 0;
-    loop {
-        let slice = sqlx::query!(
-            "DELETE FROM chunks WHERE rowid IN (SELECT rowid FROM chunks WHERE session = ?1 LIMIT ?2)",
-            seq,
-            DELETE_SLICE
-        )
-        .execute(pool)
-        .await?
-        .rows_affected();
-        deleted += slice;
-        if slice == 0 {
-            return Ok(deleted);
-        }
-    }
+/// Deletes up to `limit` of the session's chunks (the writer runs this in
+/// its batch). Returns how many were deleted.
+pub async fn delete_slice(conn: &mut SqliteConnection, seq: i64, limit: i64) -> sqlx::Result<u64> {
+    let deleted = sqlx::query!(
+        "DELETE FROM chunks WHERE rowid IN (SELECT rowid FROM chunks WHERE session = ?1 LIMIT ?2)",
+        seq,
+        limit
+    )
+    .execute(conn)
+    .await?;
+    Ok(deleted.rows_affected())
 }
 
 /// The smallest session key above `after` that has any chunk: walking the

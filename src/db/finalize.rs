@@ -110,7 +110,7 @@ pub enum MarkedReady {
 
 /// Marks the session ready with its recording's facts, inside the caller's
 /// transaction (which may add the webhook event). Its chunks are deleted
-/// afterwards, in slices (see `chunks::delete_all`), so no long transaction
+/// afterwards, a slice per writer batch (see `WriterHandle::delete_chunks`), so no long transaction
 /// holds up the writer.
 pub async fn mark_ready(
     tx: &mut SqliteConnection,

@@ -1,9 +1,8 @@
 //! Storage in SQLite: one named function per query, checked at compile time.
 //!
 //! Layout: `sessions` (one row per recording) and `chunks` keyed by
-//! `(session seq, index)`; session keys are never reused. Chunks are stored
-//! only by [`crate::writer`]; chunks of finished or deleted sessions are
-//! deleted in small slices through the pool, and everything else reads or
+//! `(session seq, index)`; session keys are never reused. Chunks are written
+//! (stored and deleted) only by [`crate::writer`]; everything else reads or
 //! writes through the pool.
 
 pub mod admin;

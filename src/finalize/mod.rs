@@ -28,6 +28,7 @@ use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;
 use crate::sweep::Sweeper;
 use crate::webhooks::{EventKind, Events};
+use crate::writer::WriterHandle;
 
 /// How often idle sessions are looked for when nothing wakes the job.
 const POLL_EVERY: Duration = Duration::from_secs(1);
@@ -62,6 +63,8 @@ pub struct Finalizer {
     pub finalized: broadcast::Sender<i64>,
     /// Webhook events, when `--webhook-url` is set.
     pub events: Option<Events>,
+    /// Deletes the chunks of finished sessions.
+    pub writer: WriterHandle,
 }
 
 impl Finalizer {
@@ -126,7 +129,7 @@ impl Finalizer {
             }
         }
         // The file is durable and the session says so: the chunks are garbage now.
-        if let Err(e) = db::chunks::delete_all(&self.pool, claim.seq).await {
+        if let Err(e) = self.writer.delete_chunks(claim.seq).await {
             tracing::warn!(error = %e, "could not delete a ready session's chunks; the sweep retries");
         }
         Ok(Outcome::Ready(id))
@@ -199,7 +202,11 @@ impl Finalizer {
     }
 
     fn sweeper(&self) -> Sweeper {
-        Sweeper::new(self.pool.clone(), self.recordings.clone())
+        Sweeper::new(
+            self.pool.clone(),
+            self.recordings.clone(),
+            self.writer.clone(),
+        )
     }
 
     /// Chunk 0 never arrived, so nothing can be joined. A session that never
@@ -225,7 +232,8 @@ impl Finalizer {
             return Ok(Outcome::Discarded(id));
         }
         tracing::warn!(reason, "session failed");
-        db::chunks::delete_all(&self.pool, claim.seq)
+        self.writer
+            .delete_chunks(claim.seq)
             .await
             .context("releasing a failed session's chunks")?;
         Ok(Outcome::Failed(id))

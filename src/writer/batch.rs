@@ -28,6 +28,8 @@ pub(super) enum Decision {
     BelowReceived(i64),
     /// A touch: nothing to answer.
     Touched,
+    /// This many chunks were deleted.
+    Deleted(u64),
 }
 
 /// The session's gate, read once per batch.
@@ -77,6 +79,12 @@ pub(super) async fn commit_batch(
             } => {
                 let gate = gate_for(&mut tx, &mut gates, *session).await?;
                 decide_finish(&mut tx, *session, gate, *chunks, now).await?
+            }
+            Request::DeleteChunks { session, limit, .. } => {
+                let deleted = db::chunks::delete_slice(&mut tx, *session, *limit)
+                    .await
+                    .context("deleting chunks")?;
+                Decision::Deleted(deleted)
             }
             Request::Touch { session, connected } => {
                 touched.push((*session, connected.as_ref()));
@@ -225,6 +233,13 @@ pub(super) fn answer(
                 let _ = reply.send(Ok(outcome));
             }
             Request::Touch { .. } => {}
+            Request::DeleteChunks { reply, .. } => {
+                let deleted = match decision {
+                    Decision::Deleted(deleted) => deleted,
+                    _ => 0,
+                };
+                let _ = reply.send(Ok(deleted));
+            }
         }
     }
 }
@@ -248,6 +263,9 @@ pub(super) fn fail(batch: Vec<Request>, err: Arc<anyhow::Error>) {
                 drop(reply.send(Err(WriteError::Storage(err.clone()))))
             }
             Request::Touch { .. } => {}
+            Request::DeleteChunks { reply, .. } => {
+                drop(reply.send(Err(WriteError::Storage(err.clone()))))
+            }
         }
     }
 }

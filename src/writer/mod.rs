@@ -6,7 +6,9 @@
 //! `synchronous=FULL` makes it), and only then answers each submitter. SQLite
 //! has no group commit across connections, so this is where it is built: one
 //! fsync covers the whole batch. A lone chunk is committed at once; under load
-//! batches grow up to `MAX_BATCH_ROWS` / `MAX_BATCH_BYTES`.
+//! batches grow up to `MAX_BATCH_ROWS` / `MAX_BATCH_BYTES`. Chunk deletes
+//! (of finished, failed and deleted sessions) ride in the same batches, a
+//! slice at a time, so they never contend with chunk writes for the lock.
 
 mod batch;
 
@@ -102,7 +104,16 @@ enum Request {
         session: i64,
         connected: Option<ClientInfo>,
     },
+    /// Deletes up to `limit` of the session's chunks; answers how many went.
+    DeleteChunks {
+        session: i64,
+        limit: i64,
+        reply: oneshot::Sender<Result<u64, WriteError>>,
+    },
 }
+
+/// Chunks deleted per request: small, so no batch grows long because of it.
+const DELETE_SLICE: i64 = 256;
 
 /// Cheap to clone; every connection holds one.
 #[derive(Clone)]
@@ -152,6 +163,25 @@ impl WriterHandle {
             })
             .map_err(|_| WriteError::Stopped)?;
         pending.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Deletes every chunk of a session, a slice per batch. Returns how many.
+    pub async fn delete_chunks(&self, session: i64) -> Result<u64, WriteError> {
+        let mut deleted = 0;
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.requests
+                .send(Request::DeleteChunks {
+                    session,
+                    limit: DELETE_SLICE,
+                    reply,
+                })
+                .map_err(|_| WriteError::Stopped)?;
+            match answer.await.map_err(|_| WriteError::Stopped)?? {
+                0 => return Ok(deleted),
+                slice => deleted += slice,
+            }
+        }
     }
 
     /// Marks the session as seen, in the next batch; best effort.
@@ -245,7 +275,7 @@ fn take_batch(waiting: &mut Vec<Request>) -> Vec<Request> {
     for request in waiting.iter() {
         let size = match request {
             Request::Chunk { chunk, .. } => chunk.payload.len(),
-            Request::Finish { .. } | Request::Touch { .. } => 0,
+            Request::Finish { .. } | Request::Touch { .. } | Request::DeleteChunks { .. } => 0,
         };
         if take > 0 && bytes + size > MAX_BATCH_BYTES {
             break;

@@ -129,17 +129,35 @@ async fn the_list_filters_by_state_completeness_metadata_and_time() {
     assert_eq!(finished["recording"]["complete"], false, "{finished}");
     assert_eq!(finished["recording"]["missing"], json!([[2, 3]]));
 
+    // One more in each of the other states.
+    let finishing = app.create_session().await;
+    upload(&app, &finishing, &[0, 1], Some(3)).await;
+    let failed = app.create_session().await;
+    upload(&app, &failed, &[1], None).await;
+    assert_eq!(finalize(&app, &failed).await.0, 202);
+    assert_eq!(app.wait_finalized(&failed).await["state"], "failed");
+    for (state, expected) in [
+        ("recording", &recording),
+        ("finishing", &finishing),
+        ("failed", &failed),
+    ] {
+        let (_, listed) = admin_get(&app, &format!("/v1/admin/sessions?state={state}")).await;
+        assert_eq!(ids(&listed), [expected.id.as_str()], "state={state}");
+    }
+
     let (_, all) = admin_get(&app, "/v1/admin/sessions").await;
     assert_eq!(
         ids(&all),
         [
+            failed.id.as_str(),
+            finishing.id.as_str(),
             cut_short.id.as_str(),
             complete.id.as_str(),
             recording.id.as_str()
         ],
         "newest first"
     );
-    let entry = &all["sessions"][2];
+    let entry = &all["sessions"][4];
     assert_eq!(entry["state"], "recording");
     assert!(
         entry["last_seen_at"].as_str().is_some() && entry["connections"] == 1,
@@ -155,7 +173,7 @@ async fn the_list_filters_by_state_completeness_metadata_and_time() {
     assert_eq!(ids(&call), [recording.id.as_str()]);
     let since = url_escape(&before);
     let (_, recent) = admin_get(&app, &format!("/v1/admin/sessions?since={since}")).await;
-    assert_eq!(ids(&recent).len(), 3);
+    assert_eq!(ids(&recent).len(), 5);
     let (_, none) = admin_get(&app, &format!("/v1/admin/sessions?until={since}")).await;
     assert!(ids(&none).is_empty());
     assert_eq!(none["next_cursor"], Value::Null);

@@ -97,6 +97,15 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
     let mut partial = recordings.create(&id).await.unwrap();
     partial.write_all(&joined[..1000]).await.unwrap();
     std::mem::forget(partial);
+    let writer_conn = db::open_writer_connection(&dir.path().join("spool.db"))
+        .await
+        .unwrap();
+    let (writer, _writer_task) = spool::writer::spawn(
+        writer_conn,
+        Default::default(),
+        Default::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
     let finalizer = Finalizer {
         pool: pool.clone(),
         recordings,
@@ -105,6 +114,7 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
         wakeup: Default::default(),
         finalized: tokio::sync::broadcast::channel(1).0,
         events: None,
+        writer,
     };
     let claim = db::finalize::Claim {
         expected_chunks: Some(50),
