@@ -14,6 +14,7 @@
 //!   connection in one transaction before anything is acknowledged.
 //! - [`finalize`]: the background job that joins a session's chunks into its recording.
 //! - [`storage`]: where finished recordings live (a local directory).
+//! - [`media`]: container parsing for the recording rewrite (EBML so far; not yet used).
 //! - [`sweep`]: removes deleted sessions' data and whatever a crash left behind.
 //! - [`webhooks`]: signed `session.ready`/`session.failed` events from a durable outbox.
 //! - [`db`]: SQLite queries, one function each; [`domain`]: parsed, validated types.
@@ -40,6 +41,7 @@ pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod log_safe;
+pub mod media;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
