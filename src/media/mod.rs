@@ -6,5 +6,8 @@
 //!   the encoding under Matroska/WebM, read incrementally (live WebM has
 //!   elements of unknown size, and chunk boundaries fall mid-element) and
 //!   written with known sizes.
+//! - [`webm_scan`]: a live WebM stream, read in pieces, as headers,
+//!   top-level elements, clusters and blocks.
 
 pub mod ebml;
+pub mod webm_scan;
