@@ -8,6 +8,11 @@
 //!   written with known sizes.
 //! - [`webm_scan`]: a live WebM stream, read in pieces, as headers,
 //!   top-level elements, clusters and blocks.
+//! - [`opus`]: how long an Opus packet plays.
+//! - [`webm_rewrite`]: a live WebM stream (or several, after restarts)
+//!   rewritten with Duration, Cues and known sizes, in two streaming passes.
 
 pub mod ebml;
+pub mod opus;
+pub mod webm_rewrite;
 pub mod webm_scan;

@@ -17,3 +17,4 @@ mod security;
 mod soak;
 mod upload;
 mod webhooks;
+mod webm_rewrite;
