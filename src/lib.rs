@@ -14,7 +14,7 @@
 //!   connection in one transaction before anything is acknowledged.
 //! - [`finalize`]: the background job that joins a session's chunks into its recording.
 //! - [`storage`]: where finished recordings live (a local directory).
-//! - [`media`]: container parsing for the recording rewrite (EBML so far; not yet used).
+//! - [`media`]: container parsing and the WebM rewrite (Duration, Cues) used by the join.
 //! - [`sweep`]: removes deleted sessions' data and whatever a crash left behind.
 //! - [`webhooks`]: signed `session.ready`/`session.failed` events from a durable outbox.
 //! - [`db`]: SQLite queries, one function each; [`domain`]: parsed, validated types.

@@ -64,6 +64,7 @@ pub struct Metrics {
     recordings_finalized: Counter,
     finalize_duration: Histogram,
     finalize_failures: Counter,
+    rewrite_failures: Counter,
     recordings_expired: Counter,
     webhooks_delivered: Counter,
     webhook_failures: Counter,
@@ -99,6 +100,7 @@ impl Default for Metrics {
             recordings_finalized: Counter::default(),
             finalize_duration: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             finalize_failures: Counter::default(),
+            rewrite_failures: Counter::default(),
             recordings_expired: Counter::default(),
             webhooks_delivered: Counter::default(),
             webhook_failures: Counter::default(),
@@ -181,6 +183,11 @@ impl Metrics {
             "finalize_failures",
             "Failed finalize attempts (retried)",
             self.finalize_failures.clone(),
+        );
+        r.register(
+            "rewrite_failures",
+            "WebM recordings served joined as they came because the rewrite failed",
+            self.rewrite_failures.clone(),
         );
         r.register(
             "recordings_expired",
@@ -276,6 +283,10 @@ impl Metrics {
 
     pub fn finalize_failed(&self) {
         self.finalize_failures.inc();
+    }
+
+    pub fn rewrite_failed(&self) {
+        self.rewrite_failures.inc();
     }
 
     pub fn recording_expired(&self) {

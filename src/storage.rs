@@ -62,6 +62,29 @@ impl LocalRecordings {
         })
     }
 
+    /// A scratch file for work in progress (the raw join and the rewritten
+    /// body of a recording), removed when dropped, or by the next start
+    /// if the process dies first.
+    pub async fn scratch(&self, key: &str, purpose: &str) -> anyhow::Result<Scratch> {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce)?;
+        let path = self.dir.join(format!(
+            "{key}{TEMP_MARKER}{purpose}-{}",
+            hex::encode(nonce)
+        ));
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .with_context(|| format!("creating {}", path.display()))?;
+        Ok(Scratch {
+            file: BufWriter::with_capacity(256 * 1024, file),
+            path,
+        })
+    }
+
     /// The recording's length in bytes, or `None` if there is no such recording.
     pub async fn len(&self, key: &str) -> anyhow::Result<Option<u64>> {
         match fs::metadata(self.path_of(key)).await {
@@ -110,6 +133,37 @@ impl LocalRecordings {
             }
         }
         Ok(keys)
+    }
+}
+
+/// A scratch file: written, then read back from the start.
+pub struct Scratch {
+    file: BufWriter<File>,
+    path: PathBuf,
+}
+
+impl Scratch {
+    pub async fn write_all(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.file
+            .write_all(bytes)
+            .await
+            .context("writing a scratch file")
+    }
+
+    /// Everything written, from the start, for reading.
+    pub async fn rewind(&mut self) -> anyhow::Result<&mut File> {
+        self.file.flush().await.context("flushing a scratch file")?;
+        let file = self.file.get_mut();
+        file.seek(SeekFrom::Start(0))
+            .await
+            .context("rewinding a scratch file")?;
+        Ok(file)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -44,6 +44,8 @@ pub struct RecordingView {
     pub source_sha256: String,
     /// When `--keep-recordings` deleted the file (downloads then answer 410).
     pub expired_at: Option<String>,
+    /// WebM rewritten with Duration and Cues; false: served as the chunks joined.
+    pub rewritten: bool,
 }
 
 impl SessionView {
@@ -86,6 +88,7 @@ impl RecordingView {
             source_bytes: row.recording_source_bytes?,
             source_sha256: row.recording_source_sha256.clone()?,
             expired_at: row.recording_expired_at.map(rfc3339),
+            rewritten: row.recording_rewritten.unwrap_or(false),
         })
     }
 }

@@ -93,6 +93,8 @@ pub struct RecordingFacts {
     pub source_bytes: i64,
     pub source_sha256: String,
     pub duration_ms: Option<i64>,
+    /// The container was rewritten (WebM with Duration and Cues).
+    pub rewritten: bool,
     pub complete: bool,
     pub missing_json: String,
 }
@@ -121,7 +123,8 @@ pub async fn mark_ready(
     let updated = sqlx::query!(
         "UPDATE sessions SET state = 'ready', updated_at = ?2, ready_at = ?2, recording_bytes = ?3, recording_sha256 = ?4,
                 recording_source_bytes = ?5, recording_source_sha256 = ?6, recording_duration_ms = ?7,
-                recording_complete = ?8, recording_missing = ?9, failure_reason = NULL
+                recording_complete = ?8, recording_missing = ?9, failure_reason = NULL,
+                recording_rewritten = ?10
          WHERE seq = ?1 AND state = 'finishing'",
         seq,
         now,
@@ -131,7 +134,8 @@ pub async fn mark_ready(
         facts.source_sha256,
         facts.duration_ms,
         facts.complete,
-        facts.missing_json
+        facts.missing_json,
+        facts.rewritten
     )
     .execute(&mut *tx)
     .await?;

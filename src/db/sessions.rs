@@ -37,6 +37,8 @@ pub struct SessionRow {
     pub last_user_agent: Option<String>,
     /// When retention deleted the recording's file.
     pub recording_expired_at: Option<i64>,
+    /// The container was rewritten (WebM with Duration and Cues).
+    pub recording_rewritten: Option<bool>,
 }
 
 pub struct NewSession<'a> {
@@ -77,7 +79,8 @@ pub async fn find_session(pool: &SqlitePool, id: &SessionId) -> sqlx::Result<Opt
                   updated_at, last_seen_at, finalize_claimed_at, failure_reason, recording_bytes,
                   recording_sha256, recording_source_bytes, recording_source_sha256,
                   recording_duration_ms, recording_complete AS "recording_complete: bool",
-                  recording_missing, last_client_addr, last_user_agent, recording_expired_at
+                  recording_missing, last_client_addr, last_user_agent, recording_expired_at,
+                  recording_rewritten AS "recording_rewritten: bool"
            FROM sessions WHERE public_id = ?1 AND state != 'deleted'"#,
         id
     )

@@ -297,7 +297,15 @@ impl Finalizer {
                 Ok(chunk.payload)
             });
         let mut out = self.recordings.create(&claim.public_id).await?;
-        let joined = match join::join_chunks(&mime, Box::pin(chunks), &mut out).await {
+        let joined = match join::join_chunks(
+            &mime,
+            Box::pin(chunks),
+            &self.recordings,
+            &claim.public_id,
+            &mut out,
+        )
+        .await
+        {
             Ok(joined) if expected_idx == count => joined,
             Ok(_) => {
                 out.abandon().await;
@@ -309,6 +317,9 @@ impl Finalizer {
             }
         };
         out.commit().await?;
+        if mime.essence().ends_with("/webm") && !joined.rewritten {
+            self.metrics.rewrite_failed();
+        }
         let last = claim.expected_chunks.map(|n| n - 1).max(claim.max_index);
         let missing: Vec<[i64; 2]> = match last {
             Some(last) if last >= count => vec![[count, last]],
@@ -320,6 +331,7 @@ impl Finalizer {
             source_bytes: joined.source_bytes,
             source_sha256: joined.source_sha256,
             duration_ms: joined.duration_ms,
+            rewritten: joined.rewritten,
             complete,
             missing_json: serde_json::to_string(&missing)?,
         }))

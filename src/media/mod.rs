@@ -1,6 +1,5 @@
-//! Container knowledge for the finalize job's rewrite (work in progress for
-//! the recordings issue: not yet used by the join, which still copies chunks
-//! byte for byte).
+//! Container knowledge for the finalize job's rewrite (see
+//! [`crate::finalize::join`]): WebM so far; Ogg and MP4 are joined as they are.
 //!
 //! - [`ebml`]: the variable-length integers and element headers of EBML,
 //!   the encoding under Matroska/WebM, read incrementally (live WebM has

@@ -216,3 +216,63 @@ fn two_recorder_streams_become_one_timeline() {
     .unwrap();
     assert_eq!(packets, first_packets + second_packets);
 }
+
+/// What cannot be rewritten is served as the chunks joined, and says so.
+#[tokio::test]
+async fn an_unparsable_webm_is_served_byte_for_byte_and_flagged() {
+    use serde_json::json;
+    let app = crate::helpers::spawn_app().await;
+    let mut cases: Vec<(&str, Vec<Vec<u8>>)> =
+        vec![("not WebM at all", crate::helpers::payloads(5, 9))];
+    if have_ffmpeg() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = live_webm(dir.path(), "live.webm", 3, 440);
+        let truncated = live[..live.len() - 100].to_vec();
+        let mut garbage_after = live.clone();
+        garbage_after.extend_from_slice(&[0x00; 64]);
+        cases.push((
+            "truncated",
+            truncated.chunks(4000).map(<[u8]>::to_vec).collect(),
+        ));
+        cases.push((
+            "garbage after a valid stream",
+            garbage_after.chunks(4000).map(<[u8]>::to_vec).collect(),
+        ));
+    }
+    for (case, chunks) in cases {
+        let session = app
+            .create_session_with(json!({"mime_type": "audio/webm;codecs=opus"}))
+            .await;
+        let (mut ws, _) = crate::helpers::Ws::ready(&app, &session).await;
+        ws.send_all(&chunks, 0).await;
+        ws.send_json(json!({"type": "finish", "chunks": chunks.len()}))
+            .await;
+        drop(ws);
+        let status = app.wait_finalized(&session).await;
+        assert_eq!(status["state"], "ready", "{case}: {status}");
+        assert_eq!(status["recording"]["rewritten"], false, "{case}");
+        assert_eq!(
+            status["recording"]["sha256"], status["recording"]["source_sha256"],
+            "{case}"
+        );
+        assert!(
+            app.download(&session).await == chunks.concat(),
+            "{case}: not byte for byte"
+        );
+    }
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("spool_rewrite_failures_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}

@@ -69,6 +69,38 @@ async fn a_five_second_recording_arrives_complete_and_exact_and_plays() {
         "the recording did not play: {played}"
     );
     assert_eq!(played["error"], Value::Null);
+
+    // Rewritten: the browser knows its length and seeks into the middle.
+    assert_eq!(status["recording"]["rewritten"], true, "{status}");
+    let duration_ms = status["recording"]["duration_ms"].as_i64().unwrap();
+    assert!((4_000..=7_000).contains(&duration_ms), "{status}");
+    let seek = page
+        .eval(
+            r#"(async () => {
+                const audio = document.createElement("audio");
+                audio.src = window.rec.recording.url + "?token=" + encodeURIComponent(window.rec.session.token);
+                await new Promise((resolve, reject) => { audio.onloadedmetadata = resolve; audio.onerror = reject; });
+                const duration = audio.duration;
+                const target = duration / 2;
+                audio.currentTime = target;
+                await new Promise((resolve) => { audio.onseeked = resolve; });
+                return { duration, target, landed: audio.currentTime };
+            })()"#,
+        )
+        .await;
+    let shown = seek["duration"].as_f64().unwrap();
+    assert!(
+        (shown * 1000.0 - duration_ms as f64).abs() <= 100.0,
+        "<audio> says {shown} s, the server {duration_ms} ms"
+    );
+    let (target, landed) = (
+        seek["target"].as_f64().unwrap(),
+        seek["landed"].as_f64().unwrap(),
+    );
+    assert!(
+        (landed - target).abs() <= 0.5,
+        "seek to {target} landed at {landed}"
+    );
     browser.close().await;
 }
 
