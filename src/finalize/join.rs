@@ -2,7 +2,8 @@
 //!
 //! One function, [`join_chunks`], decides how chunks become a file. WebM is
 //! rewritten ([`crate::media::webm_rewrite`]) so players know its length and
-//! can seek; every other type is joined byte for byte. The rewrite can never
+//! can seek; Ogg is joined as it is and its duration read; every other type
+//! is joined byte for byte. The rewrite can never
 //! lose or withhold a recording: the chunks are first joined as they came
 //! into a scratch file, and if the rewrite fails at any point that join is
 //! the recording (`rewritten: false`, logged and counted).
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::domain::MimeType;
+use crate::media::ogg::OggDuration;
 use crate::media::webm_rewrite::{Layout, RewriteError, Rewriter};
 use crate::storage::{LocalRecordings, RecordingWriter, Scratch};
 
@@ -40,30 +42,51 @@ pub async fn join_chunks<S>(
 where
     S: Stream<Item = anyhow::Result<Vec<u8>>> + Unpin,
 {
-    if matches!(mime_type.essence().as_str(), "audio/webm" | "video/webm") {
-        join_webm(chunks, scratch, key, out).await
-    } else {
-        join_plain(chunks, out).await
+    match mime_type.essence().as_str() {
+        "audio/webm" | "video/webm" => join_webm(chunks, scratch, key, out).await,
+        "audio/ogg" | "video/ogg" | "application/ogg" => {
+            join_plain(chunks, out, Some(OggDuration::default())).await
+        }
+        _ => join_plain(chunks, out, None).await,
     }
 }
 
-async fn join_plain<S>(mut chunks: S, out: &mut RecordingWriter) -> anyhow::Result<Joined>
+/// Joins byte for byte; with `ogg`, also reads the Ogg/Opus duration.
+async fn join_plain<S>(
+    mut chunks: S,
+    out: &mut RecordingWriter,
+    ogg: Option<OggDuration>,
+) -> anyhow::Result<Joined>
 where
     S: Stream<Item = anyhow::Result<Vec<u8>>> + Unpin,
 {
     let mut source = Counted::default();
+    let mut ogg = ogg.map(Ok);
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
         source.add(&chunk);
         out.write_all(&chunk).await?;
+        if let Some(Ok(duration)) = &mut ogg
+            && let Err(e) = duration.push(&chunk)
+        {
+            ogg = Some(Err(e));
+        }
     }
+    let duration_ms = match ogg.map(|reading| reading.and_then(OggDuration::finish)) {
+        Some(Ok(ms)) => Some(ms),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "the Ogg duration could not be read");
+            None
+        }
+        None => None,
+    };
     let (bytes, sha256) = source.done();
     Ok(Joined {
         bytes,
         sha256: sha256.clone(),
         source_bytes: bytes,
         source_sha256: sha256,
-        duration_ms: None,
+        duration_ms,
         rewritten: false,
     })
 }

@@ -1,7 +1,8 @@
-//! The WebM rewrite on live WebM made by ffmpeg (`-live 1`: unknown sizes,
-//! no Duration, no Cues, like MediaRecorder's), checked with ffprobe: the
-//! duration is known, every packet survives, and the result does not depend
-//! on where the source was cut.
+//! Recording files, checked with ffprobe: the WebM rewrite on live WebM made
+//! by ffmpeg (`-live 1`: unknown sizes, no Duration, no Cues, like
+//! MediaRecorder's) knows the duration, keeps every packet and does not
+//! depend on where the source was cut; what cannot be parsed is served byte
+//! for byte and flagged; Ogg/Opus keeps its bytes and gets its duration.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -275,4 +276,51 @@ async fn an_unparsable_webm_is_served_byte_for_byte_and_flagged() {
             .any(|l| l.starts_with("spool_rewrite_failures_total ") && !l.ends_with(" 0")),
         "{metrics}"
     );
+}
+
+/// Ogg/Opus is joined as it is, and its duration read from the last granule
+/// position minus the pre-skip.
+#[tokio::test]
+async fn an_ogg_recording_is_joined_as_is_with_its_duration() {
+    use serde_json::json;
+    if !have_ffmpeg() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tone.ogg");
+    let status = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=5",
+        ])
+        .args(["-c:a", "libopus", "-f", "ogg"])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ogg = std::fs::read(&path).unwrap();
+    let probed: f64 = probe(&path, "format=duration").parse().unwrap();
+    let app = crate::helpers::spawn_app().await;
+    let session = app
+        .create_session_with(json!({"mime_type": "audio/ogg;codecs=opus"}))
+        .await;
+    let chunks: Vec<Vec<u8>> = ogg.chunks(3000).map(<[u8]>::to_vec).collect();
+    let (mut ws, _) = crate::helpers::Ws::ready(&app, &session).await;
+    ws.send_all(&chunks, 0).await;
+    ws.send_json(json!({"type": "finish", "chunks": chunks.len()}))
+        .await;
+    drop(ws);
+    let status = app.wait_finalized(&session).await;
+    let duration_ms = status["recording"]["duration_ms"].as_i64().unwrap();
+    assert!(
+        (duration_ms as f64 - probed * 1000.0).abs() <= 25.0,
+        "{duration_ms} ms, ffprobe {probed} s"
+    );
+    assert_eq!(status["recording"]["rewritten"], false);
+    assert!(app.download(&session).await == ogg);
 }
