@@ -17,6 +17,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
     ("/assets/demo.js", JS, include_str!("../web/demo.js")),
     (
+        "/assets/base.css",
+        "text/css; charset=utf-8",
+        include_str!("../web/base.css"),
+    ),
+    (
         "/assets/demo.css",
         "text/css; charset=utf-8",
         include_str!("../web/demo.css"),
