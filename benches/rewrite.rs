@@ -34,17 +34,22 @@ fn main() {
         // the peak RSS is the rewriter's own.
         let (plain_before, total) = plain_join(seconds);
 
+        // As the WebM join does: hash the source and the output too.
         let started = Instant::now();
         let mut rewriter = Rewriter::default();
+        let (mut source_hash, mut output_hash) = (Sha256::new(), Sha256::new());
         let mut body = Vec::new();
         let mut written = 0usize;
         for_each_piece(seconds, |piece| {
+            source_hash.update(piece);
             rewriter
                 .push(piece, &mut body)
                 .expect("the synthetic stream rewrites");
+            output_hash.update(&body);
             written += body.len();
             body.clear(); // as the join writes it to its scratch file
         });
+        std::hint::black_box((source_hash.finalize(), output_hash.finalize()));
         let layout = rewriter
             .finish(&mut body)
             .expect("the synthetic stream rewrites");
