@@ -2,7 +2,10 @@
  * @module spool-capture
  * The recording side of a session: opens the input, runs MediaRecorder on it, numbers every non-empty
  * chunk in the order MediaRecorder emits it, frames it and writes it to the local store, and only then
- * hands it to the uploader. Also asks for the unsent tail when the page is hidden or going away.
+ * hands it to the uploader. Also asks for the unsent tail when the page is hidden or going away, and
+ * when the microphone it opened ends (a headset unplugged, a device switched), opens the input again
+ * and goes on with a new MediaRecorder in the same session: its first chunk is flagged as a new
+ * stream, and the server joins the streams into one timeline.
  */
 
 import { FLAG_NEW_STREAM, encodeFrame } from "./spool-frame.js";
@@ -52,6 +55,7 @@ export function describeStartError(err) {
  * @property {(code: string, message: string) => void} onError trouble recording goes on despite
  * @property {(err: SpoolError) => void} onFatal trouble that ends the recording
  * @property {(err: unknown) => void} onStorageFailed a chunk could not be written locally (it is still sent)
+ * @property {() => void} [onRestart] the input ended and recording went on with a new one
  */
 
 /** One recording's input and MediaRecorder(s), and the ordered path of each chunk into the store. */
@@ -65,6 +69,8 @@ export class Capture {
   #halted = false; // no more chunks are taken
   #captured = 0;
   #bytes = 0;
+  #restarts = 0;
+  #restarting = false;
   #queue = Promise.resolve(); // chunks are stored strictly in index order
   #sink = null; // { store, sessionId, uploader, maxChunkBytes }
   #pageListeners = [];
@@ -89,6 +95,10 @@ export class Capture {
   /** Bytes of those chunks. */
   get bytes() {
     return this.#bytes;
+  }
+  /** Times the input ended and recording went on with a new one. */
+  get restarts() {
+    return this.#restarts;
   }
 
   /**
@@ -158,6 +168,44 @@ export class Capture {
     }
     this.#stream = await navigator.mediaDevices.getUserMedia({ audio: this.#opts.audio });
     this.#ownStream = true;
+    this.#watchInput();
+  }
+
+  /** Notices when a track of the mic opened here ends. */
+  #watchInput() {
+    for (const track of this.#stream.getAudioTracks()) {
+      track.addEventListener("ended", () => this.#inputEnded(), { once: true });
+    }
+  }
+
+  /**
+   * The input ended while recording. A mic opened here is opened again (the default device, or the
+   * same constraints) and a new MediaRecorder goes on in the same session; a stream the page passed
+   * in cannot be reopened, so that is reported instead.
+   */
+  async #inputEnded() {
+    if (!this.#live || this.#halted || this.#restarting) return;
+    if (!this.#ownStream) {
+      this.#hooks.onError("input_ended", "The audio input stopped (unplugged or revoked). Call stop() to keep what was recorded.");
+      return;
+    }
+    this.#restarting = true;
+    try {
+      const old = this.#mr;
+      this.#mr = null; // its last chunks are still numbered; its stop is not an error
+      if (old?.state === "recording") old.stop();
+      for (const track of this.#stream.getTracks()) track.stop();
+      this.#stream = await navigator.mediaDevices.getUserMedia({ audio: this.#opts.audio });
+      this.#watchInput();
+      if (!this.#live) return this.#releaseInput();
+      this.#newMediaRecorder().start(this.#opts.timeslice);
+      this.#restarts += 1;
+      this.#hooks.onRestart?.();
+    } catch (err) {
+      this.#hooks.onError("input_ended", `The audio input stopped and could not be opened again: ${err?.message ?? err}. Call stop() to keep what was recorded.`);
+    } finally {
+      this.#restarting = false;
+    }
   }
 
   #newMediaRecorder() {
@@ -227,7 +275,7 @@ export class Capture {
 
   #onMediaRecorderStop(mr) {
     if (mr !== this.#mr || !this.#live) return;
-    this.#hooks.onError("input_ended", "The audio input stopped (unplugged or revoked). Call stop() to keep what was recorded.");
+    this.#inputEnded();
   }
 
   async #endMediaRecorder() {

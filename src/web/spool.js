@@ -79,7 +79,8 @@ const DEFAULTS = Object.freeze({
 
 /**
  * One recording. Events (all `CustomEvent`s):
- * - `progress` `{ state, captured, acked, pending, bytes, connection }` on every change;
+ * - `progress` `{ state, captured, acked, pending, bytes, connection, restarts }` on every change
+ *   (`restarts`: times the mic ended, e.g. a headset unplugged, and recording went on with a new one);
  *   state is "idle" | "recording" | "stopping" | "finishing" | "ready" | "failed".
  * - `chunk` `{ index, size, data: Blob }` when MediaRecorder hands over a (non-empty) chunk.
  * - `connection` `{ connection }`: "connecting" | "open" | "closed" | "offline".
@@ -142,6 +143,7 @@ export class Recorder extends EventTarget {
       pending: Math.max(0, captured - acked),
       bytes: this.#capture?.bytes ?? 0,
       connection: this.#connection,
+      restarts: this.#capture?.restarts ?? 0,
     };
   }
 
@@ -201,6 +203,7 @@ export class Recorder extends EventTarget {
       onError: (code, message) => this.#emitError(code, message, false),
       onFatal: (err) => this.#fatal(err),
       onStorageFailed: (err) => this.#storageFailed(err),
+      onRestart: () => this.#emitProgress(),
     };
   }
 

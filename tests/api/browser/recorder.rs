@@ -328,3 +328,34 @@ async fn a_page_on_another_origin_records_through_the_server() {
     );
     browser.close().await;
 }
+
+#[tokio::test]
+async fn an_input_that_ends_mid_recording_restarts_into_one_file() {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut page = browser.open(&app.url("/healthz")).await;
+    start_recording(&mut page).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // As when a headset is unplugged: the mic's track ends.
+    page.eval(
+        r#"(() => {
+            const track = window.rec.stream.getAudioTracks()[0];
+            track.stop();
+            track.dispatchEvent(new Event("ended"));
+        })()"#,
+    )
+    .await;
+    page.wait_for("window.rec.progress.restarts === 1").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let recording = stop_recording(&mut page).await;
+    let captured = captured_digest(&mut page).await;
+    assert_exact(&recording, &captured);
+    assert_eq!(recording["rewritten"], true, "{recording}");
+    let duration_ms = recording["duration_ms"].as_i64().unwrap();
+    assert!((3_000..=6_000).contains(&duration_ms), "{recording}");
+    let errors = page.eval("JSON.stringify(window.errors)").await;
+    assert_eq!(errors, "[]");
+    browser.close().await;
+}
