@@ -1,7 +1,8 @@
 //! Settings: every one is a command-line flag and a `SPOOL_*` environment variable.
 //!
-//! Doc comments on the fields are also the `--help` text, so URLs stay bare.
-#![allow(rustdoc::bare_urls)]
+//! Doc comments on the fields are also the `--help` text, so URLs and
+//! `<data-dir>` stay bare.
+#![allow(rustdoc::bare_urls, rustdoc::invalid_html_tags)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -9,7 +9,7 @@ use std::fmt;
 const MAX_CHARS: usize = 300;
 
 /// Displays `text` quoted and escaped (`"a\nb \u{1b}"`), cut to
-/// [`MAX_CHARS`] characters (then `…` follows the closing quote).
+/// `MAX_CHARS` characters (then `…` follows the closing quote).
 pub struct LogSafe<'a>(pub &'a str);
 
 impl fmt::Display for LogSafe<'_> {

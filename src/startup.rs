@@ -154,7 +154,7 @@ impl App {
     /// Serves until `shutdown` resolves, then stops in order: no new
     /// connections; requests in progress finish and sockets drain (their
     /// chunks committed and acked) and close with 1001, each for at most
-    /// [`SHUTDOWN_GRACE`]; a running finalize step completes; the writer
+    /// `SHUTDOWN_GRACE` (10 s); a running finalize step completes; the writer
     /// commits what it holds; the database closes.
     pub async fn run_until_stopped(
         self,

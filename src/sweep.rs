@@ -241,7 +241,7 @@ fn owns_recording(owner: Option<&FileOwner>) -> bool {
 }
 
 /// Sweeps thoroughly at start-up (until one thorough pass goes through
-/// without a failure), then every [`SWEEP_EVERY`], until `stop`, which
+/// without a failure), then every `SWEEP_EVERY`, until `stop`, which
 /// also interrupts a pass in progress (every step of it is safe to cut).
 pub async fn run(sweeper: Sweeper, stop: CancellationToken) {
     let mut thorough_ok = false;
