@@ -116,6 +116,28 @@ impl TestApp {
         }
     }
 
+    /// A session of `mime_type` with `chunks` uploaded and finished; returns
+    /// it and its status once finalized.
+    pub async fn record(&self, mime_type: &str, chunks: &[Vec<u8>]) -> (Created, Value) {
+        let session = self
+            .create_session_with(json!({ "mime_type": mime_type }))
+            .await;
+        let (mut ws, _) = Ws::ready(self, &session).await;
+        ws.send_all(chunks, 0).await;
+        ws.send_json(json!({"type": "finish", "chunks": chunks.len()}))
+            .await;
+        drop(ws);
+        let status = self.wait_finalized(&session).await;
+        (session, status)
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     pub async fn get_session(&self, session: &Created) -> Value {
         let response = self
             .http

@@ -221,7 +221,6 @@ fn two_recorder_streams_become_one_timeline() {
 /// What cannot be rewritten is served as the chunks joined, and says so.
 #[tokio::test]
 async fn an_unparsable_webm_is_served_byte_for_byte_and_flagged() {
-    use serde_json::json;
     let app = crate::helpers::spawn_app().await;
     let mut cases: Vec<(&str, Vec<Vec<u8>>)> =
         vec![("not WebM at all", crate::helpers::payloads(5, 9))];
@@ -241,15 +240,7 @@ async fn an_unparsable_webm_is_served_byte_for_byte_and_flagged() {
         ));
     }
     for (case, chunks) in cases {
-        let session = app
-            .create_session_with(json!({"mime_type": "audio/webm;codecs=opus"}))
-            .await;
-        let (mut ws, _) = crate::helpers::Ws::ready(&app, &session).await;
-        ws.send_all(&chunks, 0).await;
-        ws.send_json(json!({"type": "finish", "chunks": chunks.len()}))
-            .await;
-        drop(ws);
-        let status = app.wait_finalized(&session).await;
+        let (session, status) = app.record("audio/webm;codecs=opus", &chunks).await;
         assert_eq!(status["state"], "ready", "{case}: {status}");
         assert_eq!(status["recording"]["rewritten"], false, "{case}");
         assert_eq!(
@@ -261,15 +252,7 @@ async fn an_unparsable_webm_is_served_byte_for_byte_and_flagged() {
             "{case}: not byte for byte"
         );
     }
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics
             .lines()
@@ -282,7 +265,6 @@ async fn an_unparsable_webm_is_served_byte_for_byte_and_flagged() {
 /// position minus the pre-skip.
 #[tokio::test]
 async fn an_ogg_recording_is_joined_as_is_with_its_duration() {
-    use serde_json::json;
     if !have_ffmpeg() {
         return;
     }
@@ -306,16 +288,8 @@ async fn an_ogg_recording_is_joined_as_is_with_its_duration() {
     let ogg = std::fs::read(&path).unwrap();
     let probed: f64 = probe(&path, "format=duration").parse().unwrap();
     let app = crate::helpers::spawn_app().await;
-    let session = app
-        .create_session_with(json!({"mime_type": "audio/ogg;codecs=opus"}))
-        .await;
     let chunks: Vec<Vec<u8>> = ogg.chunks(3000).map(<[u8]>::to_vec).collect();
-    let (mut ws, _) = crate::helpers::Ws::ready(&app, &session).await;
-    ws.send_all(&chunks, 0).await;
-    ws.send_json(json!({"type": "finish", "chunks": chunks.len()}))
-        .await;
-    drop(ws);
-    let status = app.wait_finalized(&session).await;
+    let (session, status) = app.record("audio/ogg;codecs=opus", &chunks).await;
     let duration_ms = status["recording"]["duration_ms"].as_i64().unwrap();
     assert!(
         (duration_ms as f64 - probed * 1000.0).abs() <= 25.0,

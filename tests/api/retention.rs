@@ -3,18 +3,12 @@
 
 use std::time::Duration;
 
-use serde_json::json;
-
-use crate::helpers::{Created, TestApp, Ws, spawn_app_with, spawn_in};
+use crate::helpers::{Created, TestApp, spawn_app_with, spawn_in};
 
 async fn ready_session(app: &TestApp, payload: &[u8]) -> Created {
-    let session = app.create_session().await;
-    let (mut ws, _) = Ws::ready(app, &session).await;
-    ws.send_chunk(0, payload).await;
-    ws.send_json(json!({"type": "finish", "chunks": 1})).await;
-    drop(ws);
-    app.wait_finalized(&session).await;
-    session
+    app.record("audio/webm;codecs=opus", &[payload.to_vec()])
+        .await
+        .0
 }
 
 #[tokio::test]
@@ -62,15 +56,7 @@ async fn retention_deletes_exactly_the_recordings_past_the_limit() {
 
     assert_eq!(app.download(&young).await, b"young recording");
     assert!(app.get_session(&young).await["recording"]["expired_at"].is_null());
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     assert!(
         metrics.contains("spool_recordings_expired_total 1"),
         "{metrics}"
