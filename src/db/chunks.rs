@@ -169,6 +169,8 @@ pub async fn committed(conn: &mut SqliteConnection, seq: i64) -> sqlx::Result<i6
 /// One stored chunk, as the finalize job reads it.
 pub struct StoredChunk {
     pub idx: i64,
+    /// The protocol's chunk flags (bit 0: a new recorder stream begins).
+    pub flags: i64,
     pub payload: Vec<u8>,
 }
 
@@ -181,7 +183,7 @@ pub fn stream_prefix(
 ) -> impl Stream<Item = sqlx::Result<StoredChunk>> + '_ {
     sqlx::query_as!(
         StoredChunk,
-        "SELECT idx, payload FROM chunks WHERE session = ?1 AND idx < ?2 ORDER BY idx",
+        "SELECT idx, flags, payload FROM chunks WHERE session = ?1 AND idx < ?2 ORDER BY idx",
         seq,
         count
     )

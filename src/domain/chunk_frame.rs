@@ -6,7 +6,7 @@ use bytes::Bytes;
 pub const HEADER_LEN: usize = 10;
 const VERSION: u8 = 1;
 /// Flag bit 0: this chunk starts a new recorder stream (carries a container header).
-const FLAG_NEW_STREAM: u8 = 0b0000_0001;
+pub const FLAG_NEW_STREAM: u8 = 0b0000_0001;
 
 /// A parsed, checksum-verified chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ mod session_id;
 mod state;
 mod token;
 
-pub use chunk_frame::{ChunkFrame, FrameError, HEADER_LEN};
+pub use chunk_frame::{ChunkFrame, FLAG_NEW_STREAM, FrameError, HEADER_LEN};
 pub use control::{ClientMessage, finish_count};
 pub use mime::MimeType;
 pub use session_id::SessionId;

@@ -2,8 +2,9 @@
 //!
 //! One function, [`join_chunks`], decides how chunks become a file. WebM is
 //! rewritten ([`crate::media::webm_rewrite`]) so players know its length and
-//! can seek; Ogg is joined as it is and its duration read; every other type
-//! is joined byte for byte. The rewrite can never
+//! can seek; Ogg and fragmented MP4 are joined as they are and their duration
+//! read; every other type is joined byte for byte. A chunk flagged as
+//! starting a new recorder stream tells each reader where one stream ends. The rewrite can never
 //! lose or withhold a recording: the chunks are first joined as they came
 //! into a scratch file, and if the rewrite fails at any point that join is
 //! the recording (`rewritten: false`, logged and counted).
@@ -13,6 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::domain::MimeType;
+use crate::media::mp4::Mp4Duration;
 use crate::media::ogg::OggDuration;
 use crate::media::webm_rewrite::{Layout, RewriteError, Rewriter};
 use crate::storage::{LocalRecordings, RecordingWriter, Scratch};
@@ -30,6 +32,13 @@ pub struct Joined {
     pub rewritten: bool,
 }
 
+/// One stored chunk on its way into the recording.
+pub struct SourceChunk {
+    pub payload: Vec<u8>,
+    /// The chunk begins a new recorder stream (protocol flag bit 0).
+    pub starts_stream: bool,
+}
+
 /// Writes `chunks` (in index order) into `out` as one recording of `mime_type`;
 /// `scratch` holds work in progress under the recording's `key`.
 pub async fn join_chunks<S>(
@@ -40,42 +49,88 @@ pub async fn join_chunks<S>(
     out: &mut RecordingWriter,
 ) -> anyhow::Result<Joined>
 where
-    S: Stream<Item = anyhow::Result<Vec<u8>>> + Unpin,
+    S: Stream<Item = anyhow::Result<SourceChunk>> + Unpin,
 {
     match mime_type.essence().as_str() {
         "audio/webm" | "video/webm" => join_webm(chunks, scratch, key, out).await,
         "audio/ogg" | "video/ogg" | "application/ogg" => {
-            join_plain(chunks, out, Some(OggDuration::default())).await
+            join_plain(
+                chunks,
+                out,
+                Some(DurationReader::Ogg(OggDuration::default())),
+            )
+            .await
+        }
+        "audio/mp4" | "video/mp4" => {
+            join_plain(
+                chunks,
+                out,
+                Some(DurationReader::Mp4(Mp4Duration::default())),
+            )
+            .await
         }
         _ => join_plain(chunks, out, None).await,
     }
 }
 
-/// Joins byte for byte; with `ogg`, also reads the Ogg/Opus duration.
+/// Reads how long a container joined as it is plays.
+enum DurationReader {
+    Ogg(OggDuration),
+    Mp4(Mp4Duration),
+}
+
+impl DurationReader {
+    fn push(&mut self, chunk: &SourceChunk) -> anyhow::Result<()> {
+        match self {
+            Self::Ogg(ogg) => {
+                if chunk.starts_stream {
+                    ogg.start_stream()?;
+                }
+                ogg.push(&chunk.payload)?;
+            }
+            Self::Mp4(mp4) => {
+                if chunk.starts_stream {
+                    mp4.start_stream();
+                }
+                mp4.push(&chunk.payload)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> anyhow::Result<i64> {
+        Ok(match self {
+            Self::Ogg(ogg) => ogg.finish()?,
+            Self::Mp4(mp4) => mp4.finish()?,
+        })
+    }
+}
+
+/// Joins byte for byte; with a `reader`, also reads the duration.
 async fn join_plain<S>(
     mut chunks: S,
     out: &mut RecordingWriter,
-    ogg: Option<OggDuration>,
+    reader: Option<DurationReader>,
 ) -> anyhow::Result<Joined>
 where
-    S: Stream<Item = anyhow::Result<Vec<u8>>> + Unpin,
+    S: Stream<Item = anyhow::Result<SourceChunk>> + Unpin,
 {
     let mut source = Counted::default();
-    let mut ogg = ogg.map(Ok);
+    let mut reader = reader.map(Ok);
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
-        source.add(&chunk);
-        out.write_all(&chunk).await?;
-        if let Some(Ok(duration)) = &mut ogg
+        source.add(&chunk.payload);
+        out.write_all(&chunk.payload).await?;
+        if let Some(Ok(duration)) = &mut reader
             && let Err(e) = duration.push(&chunk)
         {
-            ogg = Some(Err(e));
+            reader = Some(Err(e));
         }
     }
-    let duration_ms = match ogg.map(|reading| reading.and_then(OggDuration::finish)) {
+    let duration_ms = match reader.map(|reading| reading.and_then(DurationReader::finish)) {
         Some(Ok(ms)) => Some(ms),
         Some(Err(e)) => {
-            tracing::warn!(error = %e, "the Ogg duration could not be read");
+            tracing::warn!(error = %e, "the recording's duration could not be read");
             None
         }
         None => None,
@@ -100,7 +155,7 @@ async fn join_webm<S>(
     out: &mut RecordingWriter,
 ) -> anyhow::Result<Joined>
 where
-    S: Stream<Item = anyhow::Result<Vec<u8>>> + Unpin,
+    S: Stream<Item = anyhow::Result<SourceChunk>> + Unpin,
 {
     let mut raw = scratch.scratch(key, "raw").await?;
     let mut body = scratch.scratch(key, "body").await?;
@@ -109,10 +164,13 @@ where
     let mut pending = Vec::new();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
-        source.add(&chunk);
-        raw.write_all(&chunk).await?;
+        source.add(&chunk.payload);
+        raw.write_all(&chunk.payload).await?;
         if let Ok(rewriter) = &mut rewrite {
-            if let Err(e) = rewriter.push(&chunk, &mut pending) {
+            if chunk.starts_stream {
+                rewriter.start_stream();
+            }
+            if let Err(e) = rewriter.push(&chunk.payload, &mut pending) {
                 rewrite = Err(e);
             }
             body.write_all(&pending).await?;

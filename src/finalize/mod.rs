@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::db::{self, finalize::Claim, finalize::MarkedReady, finalize::RecordingFacts};
-use crate::domain::{MimeType, SessionState};
+use crate::domain::{FLAG_NEW_STREAM, MimeType, SessionState};
 use crate::metrics::Metrics;
 use crate::storage::LocalRecordings;
 use crate::sweep::Sweeper;
@@ -294,7 +294,10 @@ impl Finalizer {
                     "chunk {expected_idx} is missing from the stored prefix"
                 );
                 expected_idx += 1;
-                Ok(chunk.payload)
+                Ok(join::SourceChunk {
+                    starts_stream: chunk.flags & i64::from(FLAG_NEW_STREAM) != 0,
+                    payload: chunk.payload,
+                })
             });
         let mut out = self.recordings.create(&claim.public_id).await?;
         let joined = match join::join_chunks(

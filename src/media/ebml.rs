@@ -36,6 +36,13 @@ pub mod ids {
     pub const CUE_CLUSTER_POSITION: ElementId = 0xF1;
     pub const VOID: ElementId = 0xEC;
     pub const TAGS: ElementId = 0x1254_C367;
+    pub const CHAPTERS: ElementId = 0x1043_A770;
+    pub const ATTACHMENTS: ElementId = 0x1941_A469;
+    pub const CRC32: ElementId = 0xBF;
+    pub const POSITION: ElementId = 0xA7;
+    pub const PREV_SIZE: ElementId = 0xAB;
+    pub const SILENT_TRACKS: ElementId = 0x5854;
+    pub const ENCRYPTED_BLOCK: ElementId = 0xAF;
 }
 
 /// A reading that may need more bytes than were given.

@@ -31,6 +31,8 @@ pub struct OggDuration {
     buf: Vec<u8>,
     offset: u64,
     streams: HashMap<u32, Logical>,
+    /// Samples of earlier recorder streams (before a flagged restart).
+    earlier_samples: u64,
 }
 
 impl OggDuration {
@@ -78,17 +80,33 @@ impl OggDuration {
         Ok(Some(len))
     }
 
+    /// A new recorder stream begins here: a page the last one left
+    /// unfinished is dropped, and its logical streams are counted as they
+    /// stand (so a new recorder reusing a serial number is not mistaken for
+    /// the old one).
+    pub fn start_stream(&mut self) -> Result<(), OggError> {
+        self.buf.clear();
+        self.earlier_samples += self.samples()?;
+        self.streams.clear();
+        Ok(())
+    }
+
     /// The total duration in milliseconds, once the whole stream was pushed.
     pub fn finish(self) -> Result<i64, OggError> {
         if !self.buf.is_empty() {
             return Err(OggError::Truncated);
         }
+        let samples = self.earlier_samples + self.samples()?;
+        Ok((samples * 1000 / OPUS_RATE) as i64)
+    }
+
+    fn samples(&self) -> Result<u64, OggError> {
         let mut samples = 0;
         for stream in self.streams.values() {
             let pre_skip = stream.pre_skip.ok_or(OggError::NotOpus)?;
             samples += stream.last_granule.unwrap_or(0).saturating_sub(pre_skip);
         }
-        Ok((samples * 1000 / OPUS_RATE) as i64)
+        Ok(samples)
     }
 }
 
@@ -133,6 +151,13 @@ mod tests {
             duration.push(&stream[cut..]).unwrap();
             assert_eq!(duration.finish(), Ok(2_500), "cut at {cut}");
         }
+        // A flagged restart after a cut-off page; the new recorder reuses serial 1.
+        let mut duration = OggDuration::default();
+        duration.push(&stream[..stream.len() - 5]).unwrap();
+        duration.start_stream().unwrap();
+        duration.push(&page(0x02, 0, 1, &opus_head(312))).unwrap();
+        duration.push(&page(0x04, 48_312, 1, &[0; 10])).unwrap();
+        assert_eq!(duration.finish(), Ok(3_000));
     }
 
     #[test]

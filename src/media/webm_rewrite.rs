@@ -86,6 +86,18 @@ impl Rewriter {
         Ok(())
     }
 
+    /// The next push begins a new recorder stream (a chunk flagged so): a
+    /// partial element the last stream ended in is dropped, not misread.
+    pub fn start_stream(&mut self) {
+        let dropped = self.scanner.start_stream();
+        if dropped > 0 {
+            tracing::info!(
+                bytes = dropped,
+                "a recorder stream ended mid-element; its unfinished tail was dropped"
+            );
+        }
+    }
+
     fn on_item(&mut self, item: Item, body: &mut Vec<u8>) -> Result<(), RewriteError> {
         match item {
             Item::EbmlHeader(bytes) => {

@@ -44,7 +44,37 @@ pub enum ScanError {
     Truncated(usize),
     #[error("a Timecode that is not an unsigned integer")]
     BadTimecode,
+    #[error("element {0:#x} does not belong here (misread or damaged bytes)")]
+    Unexpected(ElementId),
 }
+
+/// What may stand among a Segment's children. Anything else means the
+/// bytes are not what they seem (e.g. a stream cut mid-element and another
+/// begun), and reading on would misplace the rest.
+const SEGMENT_CHILDREN: [ElementId; 9] = [
+    ids::SEEK_HEAD,
+    ids::INFO,
+    ids::TRACKS,
+    ids::CUES,
+    ids::TAGS,
+    ids::CHAPTERS,
+    ids::ATTACHMENTS,
+    ids::VOID,
+    ids::CRC32,
+];
+
+/// What may stand inside a Cluster.
+const CLUSTER_CHILDREN: [ElementId; 9] = [
+    ids::TIMECODE,
+    ids::SIMPLE_BLOCK,
+    ids::BLOCK_GROUP,
+    ids::POSITION,
+    ids::PREV_SIZE,
+    ids::SILENT_TRACKS,
+    ids::ENCRYPTED_BLOCK,
+    ids::VOID,
+    ids::CRC32,
+];
 
 /// Where the scanner is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +117,16 @@ impl Scanner {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// A new recorder stream begins with the next push: what is left of an
+    /// element the last stream did not finish is dropped (it cannot be
+    /// played). Returns how many bytes that was.
+    pub fn start_stream(&mut self) -> usize {
+        let dropped = self.unread().len();
+        self.consume(dropped);
+        self.place = Place::Top;
+        dropped
+    }
+
     fn unread(&self) -> &[u8] {
         &self.buf[self.read..]
     }
@@ -118,6 +158,14 @@ impl Scanner {
                     Size::Unknown => Place::ClusterOpen,
                 };
                 Ok(Some(Item::ClusterStart))
+            }
+            (id, Place::Top) if id != ids::EBML && !SEGMENT_CHILDREN.contains(&id) => {
+                Err(ScanError::Unexpected(id))
+            }
+            (id, Place::ClusterOpen | Place::ClusterUntil(_))
+                if !CLUSTER_CHILDREN.contains(&id) =>
+            {
+                Err(ScanError::Unexpected(id))
             }
             (id, Place::Top) => Ok(self.whole(header)?.map(|bytes| {
                 if id == ids::EBML {
@@ -295,5 +343,31 @@ mod tests {
         write_size_as(&mut header, MAX_ELEMENT + 1, 8);
         huge.push(&header);
         assert!(matches!(huge.next_item(), Err(ScanError::TooLarge { .. })));
+
+        // An EBML header's child (DocType) where a Cluster's child belongs:
+        // a stream was cut mid-element and another begun; never read on.
+        let mut misread = Scanner::default();
+        let mut stray = Vec::new();
+        unknown_size(&mut stray, ids::CLUSTER);
+        write_element(&mut stray, 0x4282, b"webm");
+        misread.push(&stray);
+        assert_eq!(misread.next_item(), Ok(Some(Item::ClusterStart)));
+        assert_eq!(misread.next_item(), Err(ScanError::Unexpected(0x4282)));
+    }
+
+    #[test]
+    fn a_flagged_new_stream_drops_what_the_last_one_left_unfinished() {
+        let stream = live_stream();
+        let mut scanner = Scanner::default();
+        scanner.push(&stream[..stream.len() - 3]);
+        while scanner.next_item().unwrap().is_some() {}
+        assert!(scanner.start_stream() > 0);
+        scanner.push(&stream);
+        let mut items = Vec::new();
+        while let Some(item) = scanner.next_item().unwrap() {
+            items.push(item);
+        }
+        assert!(matches!(items[0], Item::EbmlHeader(_)));
+        assert_eq!(scanner.finish(), Ok(()));
     }
 }

@@ -51,7 +51,8 @@ export function describeStartError(err) {
 
 /**
  * @typedef {object} CaptureHooks
- * @property {(detail: { index: number, size: number, data: Blob }) => void} onChunk a chunk was numbered
+ * @property {(detail: { index: number, size: number, data: Blob, newStream: boolean }) => void} onChunk a chunk was
+ *   numbered; `newStream`: it begins a recorder stream (chunk 0, and the first chunk after a restart)
  * @property {(code: string, message: string) => void} onError trouble recording goes on despite
  * @property {(err: SpoolError) => void} onFatal trouble that ends the recording
  * @property {(err: unknown) => void} onStorageFailed a chunk could not be written locally (it is still sent)
@@ -232,7 +233,7 @@ export class Capture {
     this.#bytes += blob.size;
     const flags = index === 0 || firstOfRecorder ? FLAG_NEW_STREAM : 0;
     this.#queue = this.#queue.then(() => this.#storeChunk(index, flags, blob));
-    this.#hooks.onChunk({ index, size: blob.size, data: blob });
+    this.#hooks.onChunk({ index, size: blob.size, data: blob, newStream: flags !== 0 });
   }
 
   /** Frames the chunk, writes it to the store, and only then hands it to the uploader. */

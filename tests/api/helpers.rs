@@ -119,11 +119,28 @@ impl TestApp {
     /// A session of `mime_type` with `chunks` uploaded and finished; returns
     /// it and its status once finalized.
     pub async fn record(&self, mime_type: &str, chunks: &[Vec<u8>]) -> (Created, Value) {
+        let flagged: Vec<(Vec<u8>, bool)> = chunks
+            .iter()
+            .enumerate()
+            .map(|(i, chunk)| (chunk.clone(), i == 0))
+            .collect();
+        self.record_flagged(mime_type, &flagged).await
+    }
+
+    /// As [`Self::record`], with each chunk's new-stream flag given.
+    pub async fn record_flagged(
+        &self,
+        mime_type: &str,
+        chunks: &[(Vec<u8>, bool)],
+    ) -> (Created, Value) {
         let session = self
             .create_session_with(json!({ "mime_type": mime_type }))
             .await;
         let (mut ws, _) = Ws::ready(self, &session).await;
-        ws.send_all(chunks, 0).await;
+        for (i, (chunk, new_stream)) in chunks.iter().enumerate() {
+            ws.send_binary(ChunkFrame::encode(i as u32, *new_stream, chunk))
+                .await;
+        }
         ws.send_json(json!({"type": "finish", "chunks": chunks.len()}))
             .await;
         drop(ws);

@@ -298,3 +298,180 @@ async fn an_ogg_recording_is_joined_as_is_with_its_duration() {
     assert_eq!(status["recording"]["rewritten"], false);
     assert!(app.download(&session).await == ogg);
 }
+
+/// A committed MediaRecorder recording (see `browser::fixtures`): its MIME
+/// type and its chunks as the browser emitted them, with their flags.
+fn fixture(name: &str) -> (String, Vec<(Vec<u8>, bool)>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mediarecorder");
+    let bytes = std::fs::read(dir.join(format!("{name}.bin"))).unwrap();
+    let description: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+    let mut at = 0;
+    let mut chunks = Vec::new();
+    for chunk in description["chunks"].as_array().unwrap() {
+        let len = chunk["bytes"].as_u64().unwrap() as usize;
+        chunks.push((
+            bytes[at..at + len].to_vec(),
+            chunk["new_stream"].as_bool().unwrap(),
+        ));
+        at += len;
+    }
+    assert_eq!(
+        at,
+        bytes.len(),
+        "{name}: the index does not cover the bytes"
+    );
+    let mime_type = description["mime_type"].as_str().unwrap().to_owned();
+    (mime_type, chunks)
+}
+
+/// The recorder streams in `chunks`, each joined.
+fn streams(chunks: &[(Vec<u8>, bool)]) -> Vec<Vec<u8>> {
+    let mut streams: Vec<Vec<u8>> = Vec::new();
+    for (chunk, new_stream) in chunks {
+        if *new_stream || streams.is_empty() {
+            streams.push(Vec::new());
+        }
+        streams.last_mut().unwrap().extend_from_slice(chunk);
+    }
+    streams
+}
+
+/// Size and MD5 of every audio packet, in order (ffmpeg's framemd5).
+fn packets(path: &Path) -> Vec<String> {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:a", "-c", "copy", "-f", "framemd5", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "ffmpeg failed on {}",
+        path.display()
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| line.rsplitn(3, ',').take(2).collect::<Vec<_>>().join(","))
+        .collect()
+}
+
+/// The duration of `ffmpeg -c copy`'s remux of `source`, in seconds.
+fn remuxed_duration(dir: &Path, source: &Path) -> f64 {
+    let remux = dir.join(format!(
+        "remux-{}",
+        source.file_name().unwrap().to_string_lossy()
+    ));
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(source)
+        .args(["-c", "copy"])
+        .arg(&remux)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    probe(&remux, "format=duration").parse().unwrap()
+}
+
+/// Chromium's own MediaRecorder WebM, uploaded with its chunk boundaries and
+/// flags: rewritten, ffprobe finds nothing wrong, the duration is within one
+/// Opus frame of ffmpeg's remux of the source, and every packet survives
+/// with its bytes — across a restart too.
+#[tokio::test]
+async fn chromium_webm_is_rewritten_to_match_an_ffmpeg_remux_packet_for_packet() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let app = crate::helpers::spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["chromium-opus-webm", "chromium-opus-webm-restarted"] {
+        let (mime_type, chunks) = fixture(name);
+        let (session, status) = app.record_flagged(&mime_type, &chunks).await;
+        let recording = &status["recording"];
+        assert_eq!(recording["rewritten"], true, "{name}: {status}");
+        let file = write(
+            dir.path(),
+            &format!("{name}.webm"),
+            &app.download(&session).await,
+        );
+        let probed: f64 = probe(&file, "format=duration").parse().unwrap();
+
+        let (mut remuxed, mut source_packets) = (0.0, Vec::new());
+        for (i, stream) in streams(&chunks).iter().enumerate() {
+            let source = write(dir.path(), &format!("{name}-source-{i}.webm"), stream);
+            remuxed += remuxed_duration(dir.path(), &source);
+            source_packets.extend(packets(&source));
+        }
+        let duration_ms = recording["duration_ms"].as_i64().unwrap() as f64;
+        assert!(
+            (duration_ms - remuxed * 1000.0).abs() <= 20.0,
+            "{name}: {duration_ms} ms, the remux {remuxed} s"
+        );
+        assert!(
+            (duration_ms - probed * 1000.0).abs() <= 20.0,
+            "{name}: {duration_ms} ms, ffprobe {probed} s"
+        );
+        assert_eq!(packets(&file), source_packets, "{name}: packets differ");
+    }
+}
+
+/// Chromium's fragmented MP4 is joined as it is, and its duration read from
+/// the fragments.
+#[tokio::test]
+async fn chromium_mp4_is_joined_as_is_with_its_duration() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let (mime_type, chunks) = fixture("chromium-opus-mp4");
+    let app = crate::helpers::spawn_app().await;
+    let (session, status) = app.record_flagged(&mime_type, &chunks).await;
+    let source: Vec<u8> = chunks.iter().flat_map(|(c, _)| c.clone()).collect();
+    assert_eq!(status["recording"]["rewritten"], false, "{status}");
+    assert!(app.download(&session).await == source);
+    let dir = tempfile::tempdir().unwrap();
+    let probed: f64 = probe(&write(dir.path(), "source.mp4", &source), "format=duration")
+        .parse()
+        .unwrap();
+    let duration_ms = status["recording"]["duration_ms"].as_i64().unwrap() as f64;
+    assert!(
+        (duration_ms - probed * 1000.0).abs() <= 20.0,
+        "{duration_ms} ms, ffprobe {probed} s"
+    );
+}
+
+/// A recorder stream cut off mid-block (a tab closed while writing) and a
+/// new one after it: the chunk's new-stream flag tells the rewrite where the
+/// new stream begins, so the unfinished block is dropped and the rest kept.
+/// Without the flag the same bytes cannot be parsed and are served as they came.
+#[tokio::test]
+async fn the_new_stream_flag_lets_a_stream_cut_mid_block_be_rewritten() {
+    if !have_ffmpeg() {
+        return;
+    }
+    let (mime_type, mut chunks) = fixture("chromium-opus-webm-restarted");
+    let second = chunks.iter().skip(1).position(|(_, flag)| *flag).unwrap() + 1;
+    let cut = &mut chunks[second - 1].0;
+    cut.truncate(cut.len() - 10);
+    let app = crate::helpers::spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let (session, status) = app.record_flagged(&mime_type, &chunks).await;
+    assert_eq!(status["recording"]["rewritten"], true, "{status}");
+    let file = write(dir.path(), "flagged.webm", &app.download(&session).await);
+    let whole = fixture("chromium-opus-webm-restarted").1;
+    let [first, later] = &streams(&whole)[..] else {
+        panic!("two streams expected")
+    };
+    let mut expected = packets(&write(dir.path(), "first.webm", first));
+    expected.pop(); // the block the cut ended in
+    expected.extend(packets(&write(dir.path(), "later.webm", later)));
+    assert_eq!(packets(&file), expected);
+
+    chunks[second].1 = false;
+    let (session, status) = app.record_flagged(&mime_type, &chunks).await;
+    assert_eq!(status["recording"]["rewritten"], false, "{status}");
+    let source: Vec<u8> = chunks.iter().flat_map(|(c, _)| c.clone()).collect();
+    assert!(app.download(&session).await == source);
+}

@@ -5,6 +5,7 @@
 mod admin;
 mod cdp;
 mod demo;
+mod fixtures;
 mod proxy;
 mod recorder;
 
