@@ -72,6 +72,8 @@ export class Capture {
   #bytes = 0;
   #restarts = 0;
   #restarting = false;
+  #retiring = Promise.resolve(); // a recorder stopped by a restart, until its last chunk is out
+  #device = null; // { deviceId, groupId } of the mic opened here, to notice it going away
   #queue = Promise.resolve(); // chunks are stored strictly in index order
   #sink = null; // { store, sessionId, uploader, maxChunkBytes }
   #pageListeners = [];
@@ -126,6 +128,7 @@ export class Capture {
   /** Stops MediaRecorder; resolves once its last chunk is stored, with the mic released. */
   async end() {
     this.#live = false;
+    await this.#retiring; // a restart in progress: its old recorder's last chunk counts too
     await this.#endMediaRecorder();
     await this.#queue; // the final chunk is numbered and stored before N is declared
     this.#releaseInput();
@@ -170,14 +173,36 @@ export class Capture {
     this.#stream = await navigator.mediaDevices.getUserMedia({ audio: this.#opts.audio });
     this.#ownStream = true;
     this.#watchInput();
+    navigator.mediaDevices.addEventListener?.("devicechange", this.#onDeviceChange);
+    this.#pageListeners.push(() => navigator.mediaDevices.removeEventListener?.("devicechange", this.#onDeviceChange));
   }
 
-  /** Notices when a track of the mic opened here ends. */
+  /** Notices when a track of the mic opened here ends, and remembers which device it is. */
   #watchInput() {
-    for (const track of this.#stream.getAudioTracks()) {
-      track.addEventListener("ended", () => this.#inputEnded(), { once: true });
-    }
+    const [track] = this.#stream.getAudioTracks();
+    track?.addEventListener("ended", () => this.#inputEnded(), { once: true });
+    const { deviceId, groupId } = track?.getSettings?.() ?? {};
+    this.#device = deviceId ? { deviceId, groupId } : null;
   }
+
+  /**
+   * The devices changed (a headset plugged in or out). If the mic recorded is gone, or it is the
+   * system default and the default is now another device, go on with the new input. (Some systems
+   * leave the old track live but silent instead of ending it.)
+   */
+  #onDeviceChange = async () => {
+    if (!this.#live || this.#halted || this.#restarting || !this.#device) return;
+    let devices;
+    try {
+      devices = (await navigator.mediaDevices.enumerateDevices()).filter((d) => d.kind === "audioinput");
+    } catch {
+      return; // nothing to compare with: the "ended" event still covers a device that goes away
+    }
+    const { deviceId, groupId } = this.#device;
+    const now = devices.find((d) => d.deviceId === deviceId);
+    const moved = !now || (deviceId === "default" && groupId && now.groupId && now.groupId !== groupId);
+    if (moved) this.#inputEnded();
+  };
 
   /**
    * The input ended while recording. A mic opened here is opened again (the default device, or the
@@ -194,11 +219,16 @@ export class Capture {
     try {
       const old = this.#mr;
       this.#mr = null; // its last chunks are still numbered; its stop is not an error
-      if (old?.state === "recording") old.stop();
+      this.#retiring = this.#stopRecorder(old);
       for (const track of this.#stream.getTracks()) track.stop();
-      this.#stream = await navigator.mediaDevices.getUserMedia({ audio: this.#opts.audio });
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: this.#opts.audio });
+      if (!this.#live || this.#halted) {
+        // stop() came while the input was reopening: this mic is not wanted any more.
+        for (const track of stream.getTracks()) track.stop();
+        return;
+      }
+      this.#stream = stream;
       this.#watchInput();
-      if (!this.#live) return this.#releaseInput();
       this.#newMediaRecorder().start(this.#opts.timeslice);
       this.#restarts += 1;
       this.#hooks.onRestart?.();
@@ -280,7 +310,11 @@ export class Capture {
   }
 
   async #endMediaRecorder() {
-    const mr = this.#mr;
+    await this.#stopRecorder(this.#mr);
+  }
+
+  /** Stops `mr`; resolves after its last `dataavailable` (which comes before `stop`). */
+  async #stopRecorder(mr) {
     if (!mr || mr.state === "inactive") return;
     await new Promise((resolve) => {
       // The last `dataavailable` comes before `stop`; the timer only guards against a recorder that never stops.
@@ -316,9 +350,9 @@ export class Capture {
     const onVisibility = () => document.visibilityState === "hidden" && flush();
     window.addEventListener("pagehide", flush);
     document.addEventListener("visibilitychange", onVisibility);
-    this.#pageListeners = [
+    this.#pageListeners.push(
       () => window.removeEventListener("pagehide", flush),
       () => document.removeEventListener("visibilitychange", onVisibility),
-    ];
+    );
   }
 }

@@ -359,3 +359,81 @@ async fn an_input_that_ends_mid_recording_restarts_into_one_file() {
     assert_eq!(errors, "[]");
     browser.close().await;
 }
+
+/// Some systems keep a vanished microphone's track live but silent: the
+/// `devicechange` event is the only sign. The client notices that the device
+/// it records is no longer listed and goes on with the new input.
+#[tokio::test]
+async fn a_microphone_that_disappears_from_the_device_list_is_switched() {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut page = browser.open(&app.url("/healthz")).await;
+    start_recording(&mut page).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    page.eval(
+        r#"(() => {
+            const devices = navigator.mediaDevices;
+            devices.enumerateDevices = async () => [{ kind: "audioinput", deviceId: "another", groupId: "g", label: "" }];
+            devices.dispatchEvent(new Event("devicechange"));
+        })()"#,
+    )
+    .await;
+    page.wait_for("window.rec.progress.restarts === 1").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let recording = stop_recording(&mut page).await;
+    let captured = captured_digest(&mut page).await;
+    assert_exact(&recording, &captured);
+    assert_eq!(recording["rewritten"], true, "{recording}");
+    let duration_ms = recording["duration_ms"].as_i64().unwrap();
+    assert!((3_000..=6_000).contains(&duration_ms), "{recording}");
+    assert_eq!(page.eval("JSON.stringify(window.errors)").await, "[]");
+    browser.close().await;
+}
+
+/// stop() called while a restart is reopening the input: the old recorder's
+/// last chunk is still counted (the recording is exact), and the microphone
+/// reopened meanwhile is released, not left on.
+#[tokio::test]
+async fn stop_during_a_restart_keeps_the_last_chunk_and_releases_the_microphone() {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut page = browser.open(&app.url("/healthz")).await;
+    page.eval(
+        r#"(() => {
+            window.opened = [];
+            const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+            navigator.mediaDevices.getUserMedia = async (constraints) => {
+                await new Promise((r) => setTimeout(r, window.opened.length ? 300 : 0));
+                const stream = await open(constraints);
+                window.opened.push(stream);
+                return stream;
+            };
+        })()"#,
+    )
+    .await;
+    start_recording(&mut page).await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let recording = page
+        .eval(
+            r#"(async () => {
+                const track = window.rec.stream.getAudioTracks()[0];
+                track.stop();
+                track.dispatchEvent(new Event("ended"));
+                return await window.rec.stop();
+            })()"#,
+        )
+        .await;
+    let captured = captured_digest(&mut page).await;
+    assert_exact(&recording, &captured);
+    page.wait_for("window.opened.length === 2").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let live = page
+        .eval("window.opened.flatMap((s) => s.getTracks()).filter((t) => t.readyState === 'live').length")
+        .await;
+    assert_eq!(live, 0, "a microphone track was left on");
+    browser.close().await;
+}
