@@ -62,7 +62,7 @@ impl LocalRecordings {
         })
     }
 
-    /// A scratch file for work in progress (the raw join and the rewritten
+    /// A scratch file for work in progress (the rewritten
     /// body of a recording), removed when dropped, or by the next start
     /// if the process dies first.
     pub async fn scratch(&self, key: &str, purpose: &str) -> anyhow::Result<Scratch> {

@@ -39,11 +39,12 @@ pub struct SourceChunk {
     pub starts_stream: bool,
 }
 
-/// Writes `chunks` (in index order) into `out` as one recording of `mime_type`;
-/// `scratch` holds work in progress under the recording's `key`.
+/// Writes the chunks (in index order; `read_chunks` streams them, and may be
+/// called again) into `out` as one recording of `mime_type`; `scratch` holds
+/// work in progress under the recording's `key`.
 pub async fn join_chunks<S>(
     mime_type: &MimeType,
-    chunks: S,
+    read_chunks: impl Fn() -> S,
     scratch: &LocalRecordings,
     key: &str,
     out: &mut RecordingWriter,
@@ -51,8 +52,15 @@ pub async fn join_chunks<S>(
 where
     S: Stream<Item = anyhow::Result<SourceChunk>> + Unpin,
 {
+    let chunks = read_chunks();
     match mime_type.essence().as_str() {
-        "audio/webm" | "video/webm" => join_webm(chunks, scratch, key, out).await,
+        "audio/webm" | "video/webm" => match rewrite_webm(chunks, scratch, key, out).await? {
+            Ok(joined) => Ok(joined),
+            Err(e) => {
+                not_rewritten(&e);
+                join_plain(read_chunks(), out, None).await
+            }
+        },
         "audio/ogg" | "video/ogg" | "application/ogg" => {
             join_plain(
                 chunks,
@@ -146,67 +154,56 @@ where
     })
 }
 
-/// Joins into a raw scratch file while rewriting into a body scratch file,
-/// then writes the rewritten file, or the raw one if the rewrite failed.
-async fn join_webm<S>(
+/// Rewrites into a body scratch file, then writes the file; or, when the
+/// rewrite fails, says why and leaves `out` untouched.
+async fn rewrite_webm<S>(
     mut chunks: S,
     scratch: &LocalRecordings,
     key: &str,
     out: &mut RecordingWriter,
-) -> anyhow::Result<Joined>
+) -> anyhow::Result<Result<Joined, RewriteError>>
 where
     S: Stream<Item = anyhow::Result<SourceChunk>> + Unpin,
 {
-    let mut raw = scratch.scratch(key, "raw").await?;
     let mut body = scratch.scratch(key, "body").await?;
     let mut source = Counted::default();
-    let mut rewrite = Ok(Rewriter::default());
+    let mut rewriter = Rewriter::default();
     let mut pending = Vec::new();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
         source.add(&chunk.payload);
-        raw.write_all(&chunk.payload).await?;
-        if let Ok(rewriter) = &mut rewrite {
-            if chunk.starts_stream {
-                rewriter.start_stream();
-            }
-            if let Err(e) = rewriter.push(&chunk.payload, &mut pending) {
-                rewrite = Err(e);
-            }
-            body.write_all(&pending).await?;
-            pending.clear();
+        if chunk.starts_stream {
+            rewriter.start_stream();
         }
+        if let Err(e) = rewriter.push(&chunk.payload, &mut pending) {
+            return Ok(Err(e));
+        }
+        body.write_all(&pending).await?;
+        pending.clear();
     }
-    let layout = rewrite.and_then(|rewriter| rewriter.finish(&mut pending));
+    let Layout {
+        head,
+        tail,
+        duration_ms,
+    } = match rewriter.finish(&mut pending) {
+        Ok(layout) => layout,
+        Err(e) => return Ok(Err(e)),
+    };
     body.write_all(&pending).await?;
     let (source_bytes, source_sha256) = source.done();
     let mut written = Counted::default();
-    let (duration_ms, rewritten) = match layout {
-        Ok(Layout {
-            head,
-            tail,
-            duration_ms,
-        }) => {
-            write_counted(out, &mut written, &head).await?;
-            copy_counted(&mut body, out, &mut written).await?;
-            write_counted(out, &mut written, &tail).await?;
-            (Some(duration_ms), true)
-        }
-        Err(e) => {
-            not_rewritten(&e);
-            copy_counted(&mut raw, out, &mut written).await?;
-            (None, false)
-        }
-    };
+    write_counted(out, &mut written, &head).await?;
+    copy_counted(&mut body, out, &mut written).await?;
+    write_counted(out, &mut written, &tail).await?;
     let (bytes, sha256) = written.done();
-    Ok(Joined {
+    Ok(Ok(Joined {
         bytes,
         sha256,
         source_bytes,
         source_sha256,
-        duration_ms,
-        rewritten,
-    })
+        duration_ms: Some(duration_ms),
+        rewritten: true,
+    }))
 }
 
 fn not_rewritten(error: &RewriteError) {

@@ -284,36 +284,19 @@ impl Finalizer {
             return Ok(None);
         }
         let mime = MimeType::parse(&claim.mime_type).unwrap_or_else(|_| MimeType::octet_stream());
-        let mut expected_idx = 0;
-        let chunks = db::chunks::stream_prefix(&self.pool, claim.seq, count)
-            .map_err(anyhow::Error::from)
-            .map(|chunk| {
-                let chunk = chunk?;
-                anyhow::ensure!(
-                    chunk.idx == expected_idx,
-                    "chunk {expected_idx} is missing from the stored prefix"
-                );
-                expected_idx += 1;
-                Ok(join::SourceChunk {
-                    starts_stream: chunk.flags & i64::from(FLAG_NEW_STREAM) != 0,
-                    payload: chunk.payload,
-                })
-            });
+        let pool = &self.pool;
+        let read_chunks = || Box::pin(read_prefix(pool, claim.seq, count));
         let mut out = self.recordings.create(&claim.public_id).await?;
         let joined = match join::join_chunks(
             &mime,
-            Box::pin(chunks),
+            read_chunks,
             &self.recordings,
             &claim.public_id,
             &mut out,
         )
         .await
         {
-            Ok(joined) if expected_idx == count => joined,
-            Ok(_) => {
-                out.abandon().await;
-                anyhow::bail!("only {expected_idx} of {count} chunks could be read");
-            }
+            Ok(joined) => joined,
             Err(e) => {
                 out.abandon().await;
                 return Err(e.context("joining chunks"));
@@ -428,6 +411,42 @@ pub async fn run(finalizer: Finalizer, mut requests: FinalizeRequests, stop: Can
 fn retry_delay(attempts_so_far: i64) -> Duration {
     let doublings = u32::try_from(attempts_so_far.clamp(0, 10)).unwrap_or(10);
     (Duration::from_secs(5) * 2u32.pow(doublings)).min(Duration::from_secs(3600))
+}
+
+/// Chunks `0..count` of a session, in order, as the join takes them; a gap
+/// or a short read is an error, never a shorter recording.
+fn read_prefix(
+    pool: &SqlitePool,
+    seq: i64,
+    count: i64,
+) -> impl futures_util::Stream<Item = anyhow::Result<join::SourceChunk>> + Send + '_ {
+    let read = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let counted = read.clone();
+    db::chunks::stream_prefix(pool, seq, count)
+        .map_err(anyhow::Error::from)
+        .map(move |chunk| {
+            let chunk = chunk?;
+            let expected = counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            anyhow::ensure!(
+                chunk.idx == expected,
+                "chunk {expected} is missing from the stored prefix"
+            );
+            Ok(join::SourceChunk {
+                starts_stream: chunk.flags & i64::from(FLAG_NEW_STREAM) != 0,
+                payload: chunk.payload,
+            })
+        })
+        .chain(
+            futures_util::stream::once(async move {
+                let read = read.load(std::sync::atomic::Ordering::Relaxed);
+                (read != count).then(|| {
+                    Err(anyhow::anyhow!(
+                        "only {read} of {count} chunks could be read"
+                    ))
+                })
+            })
+            .filter_map(std::future::ready),
+        )
 }
 
 #[cfg(test)]
