@@ -37,6 +37,8 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Load a running server with simulated recorders (or measure the disk's ceiling).
+    Load(crate::load::LoadArgs),
 }
 
 #[derive(Debug, Subcommand)]

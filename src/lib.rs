@@ -2,7 +2,9 @@
 //! survive crashes, reloads and dropped networks.
 //!
 //! # Layout
-//! - [`cli`]: `spool sessions …` and `spool stats`, clients of the admin API.
+//! - [`cli`]: `spool sessions …` and `spool stats`, clients of the admin API;
+//!   [`load`]: `spool load`, simulated recorders and the disk's ceiling;
+//!   [`client`]: a protocol v1 client (the load tool, benchmarks and tests use it).
 //! - [`config`]: settings (flags and `SPOOL_*` variables); [`admin_token`]:
 //!   the admin secret, created on first start when none is configured.
 //! - [`startup`]: builds the [`App`] and runs it until a shutdown signal;
@@ -32,6 +34,7 @@
 pub mod admin_token;
 pub mod api;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod connections;
 pub mod db;
@@ -40,6 +43,7 @@ pub mod finalize;
 pub mod http;
 pub mod ingest;
 pub mod limits;
+pub mod load;
 pub mod log_safe;
 pub mod media;
 pub mod metrics;

@@ -61,6 +61,7 @@ pub struct Metrics {
     commit_duration: Histogram,
     ws_connections: Counter,
     ws_open: Gauge,
+    resident_bytes: Gauge,
     recordings_finalized: Counter,
     finalize_duration: Histogram,
     finalize_failures: Counter,
@@ -97,6 +98,7 @@ impl Default for Metrics {
             commit_duration: seconds_buckets(),
             ws_connections: Counter::default(),
             ws_open: Gauge::default(),
+            resident_bytes: Gauge::default(),
             recordings_finalized: Counter::default(),
             finalize_duration: Histogram::new(exponential_buckets(0.001, 2.0, 18)),
             finalize_failures: Counter::default(),
@@ -119,6 +121,11 @@ impl Metrics {
             self.sessions_created.clone(),
         );
         r.register("sessions", "Sessions by state, now", self.sessions.clone());
+        r.register(
+            "process_resident_bytes",
+            "Resident memory of the server process, now (0 where the system does not say)",
+            self.resident_bytes.clone(),
+        );
         r.register(
             "chunks_stored",
             "Chunks stored for the first time",
@@ -319,11 +326,26 @@ impl Metrics {
                 })
                 .set(count);
         }
+        self.resident_bytes.set(resident_bytes().unwrap_or(0));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
     }
+}
+
+/// This process's resident memory, from `/proc/self/status` (Linux).
+fn resident_bytes() -> Option<i64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: i64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             print(&client, &stats, table::stats)
         }
         Command::Sessions { action } => sessions(action).await,
+        Command::Load(args) => crate::load::run(args).await,
     }
 }
 

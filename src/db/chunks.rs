@@ -58,6 +58,38 @@ pub async fn insert_chunk(
     Ok(result.rows_affected() == 1)
 }
 
+/// Rows per multi-row `INSERT`: one statement per row costs the driver more
+/// than SQLite's work on a 2 KB row; 32 rows (160 bound values) was measured
+/// as good as larger groups.
+pub const ROWS_PER_INSERT: usize = 32;
+
+/// Stores each `(session, chunk)` unless its `(session, index)` exists, in
+/// multi-row statements. Returns the keys that were new; a key given twice
+/// is stored once, from its first row.
+pub async fn insert_rows(
+    conn: &mut SqliteConnection,
+    rows: &[(i64, &ChunkFrame)],
+) -> sqlx::Result<std::collections::HashSet<(i64, u32)>> {
+    let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+    for group in rows.chunks(ROWS_PER_INSERT) {
+        // Not checked at compile time (the row count varies); the statement
+        // text is the same for every full group, so it is prepared once.
+        let mut insert =
+            sqlx::QueryBuilder::new("INSERT INTO chunks (session, idx, crc, flags, payload) ");
+        insert.push_values(group, |mut row, (session, chunk)| {
+            row.push_bind(*session)
+                .push_bind(i64::from(chunk.index))
+                .push_bind(i64::from(chunk.crc32c))
+                .push_bind(i64::from(chunk.flags))
+                .push_bind(&chunk.payload[..]);
+        });
+        insert.push(" ON CONFLICT (session, idx) DO NOTHING RETURNING session, idx");
+        let new: Vec<(i64, i64)> = insert.build_query_as().fetch_all(&mut *conn).await?;
+        inserted.extend(new.into_iter().map(|(session, idx)| (session, idx as u32)));
+    }
+    Ok(inserted)
+}
+
 /// The CRC of the chunk already stored at `(session, index)`.
 pub async fn stored_crc(
     conn: &mut SqliteConnection,

@@ -22,7 +22,8 @@ use crate::db::sessions::ClientInfo;
 use crate::domain::{ChunkFrame, SessionState};
 use crate::metrics::Metrics;
 
-const MAX_BATCH_ROWS: usize = 1000;
+/// Most requests in one batch (one transaction).
+pub const MAX_BATCH_ROWS: usize = 1000;
 const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Payload bytes that may wait for the writer at once, across all
 /// connections: the bound on the queue's memory.

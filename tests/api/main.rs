@@ -9,6 +9,7 @@ mod crash;
 mod helpers;
 mod http_api;
 mod limits;
+mod load;
 mod media;
 mod openapi;
 mod protocol_errors;

@@ -1,0 +1,95 @@
+//! What a load run measured: ack latencies, chunks and bytes acknowledged,
+//! closes by code, recordings verified. Shared by every recorder task; the
+//! progress line reads the counters while the run goes on.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub chunks_sent: AtomicU64,
+    pub chunks_acked: AtomicU64,
+    pub bytes_acked: AtomicU64,
+    pub sockets_open: AtomicU64,
+    /// Ack latencies in microseconds, from the first send to the covering ack.
+    latencies: Mutex<Vec<u32>>,
+    closes: Mutex<BTreeMap<u16, u64>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    pub verified: AtomicU64,
+    pub mismatched: AtomicU64,
+    pub unfinished: AtomicU64,
+}
+
+impl Stats {
+    /// Chunks acknowledged, each with its latency.
+    pub fn acked(&self, latencies: &[Duration], bytes: u64) {
+        self.chunks_acked
+            .fetch_add(latencies.len() as u64, Ordering::Relaxed);
+        self.bytes_acked.fetch_add(bytes, Ordering::Relaxed);
+        let mut all = self.latencies.lock().expect("not poisoned");
+        all.extend(
+            latencies
+                .iter()
+                .map(|d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX)),
+        );
+    }
+
+    /// The server closed a socket with `code` (1000 after `finalized` is not counted).
+    pub fn closed(&self, code: u16) {
+        *self
+            .closes
+            .lock()
+            .expect("not poisoned")
+            .entry(code)
+            .or_default() += 1;
+    }
+
+    /// Something failed that is not a close code (a refused session, a transport error).
+    pub fn error(&self, what: impl Into<String>) {
+        *self
+            .errors
+            .lock()
+            .expect("not poisoned")
+            .entry(what.into())
+            .or_default() += 1;
+    }
+
+    pub fn latency(&self) -> Latency {
+        let mut all = self.latencies.lock().expect("not poisoned").clone();
+        all.sort_unstable();
+        let at = |q: f64| -> f64 {
+            if all.is_empty() {
+                return 0.0;
+            }
+            let i = ((all.len() - 1) as f64 * q).round() as usize;
+            f64::from(all[i]) / 1000.0
+        };
+        Latency {
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            p999_ms: at(0.999),
+            max_ms: at(1.0),
+        }
+    }
+
+    pub fn closes(&self) -> BTreeMap<u16, u64> {
+        self.closes.lock().expect("not poisoned").clone()
+    }
+
+    pub fn errors(&self) -> BTreeMap<String, u64> {
+        self.errors.lock().expect("not poisoned").clone()
+    }
+}
+
+/// Ack latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
