@@ -1,6 +1,8 @@
 //! Queries on the `chunks` table and the session counters they move.
 //! The writer runs these inside its batch transaction.
 
+use std::collections::HashMap;
+
 use futures_util::Stream;
 use sqlx::{SqliteConnection, SqlitePool};
 
@@ -12,50 +14,39 @@ pub struct Gate {
     pub state: SessionState,
     pub expected_chunks: Option<i64>,
     pub max_index: Option<i64>,
+    /// Every index below this is stored.
+    pub committed: i64,
     /// The finalize job has taken the session: no chunk may be added.
     pub claimed: bool,
 }
 
-pub async fn session_gate(conn: &mut SqliteConnection, seq: i64) -> sqlx::Result<Option<Gate>> {
-    let row = sqlx::query!(
-        r#"SELECT state AS "state: SessionState", expected_chunks, max_index, finalize_claimed_at
-           FROM sessions WHERE seq = ?1"#,
-        seq
-    )
-    .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|r| Gate {
-        state: r.state,
-        expected_chunks: r.expected_chunks,
-        max_index: r.max_index,
-        claimed: r.finalize_claimed_at.is_some(),
-    }))
-}
-
-/// Stores the chunk unless `(session, index)` exists. Returns whether it was new.
-pub async fn insert_chunk(
+/// The gates of `seqs` (sessions that do not exist are absent), in one query.
+pub async fn session_gates(
     conn: &mut SqliteConnection,
-    seq: i64,
-    chunk: &ChunkFrame,
-) -> sqlx::Result<bool> {
-    let (idx, crc, flags, payload) = (
-        i64::from(chunk.index),
-        i64::from(chunk.crc32c),
-        i64::from(chunk.flags),
-        &chunk.payload[..],
-    );
-    let result = sqlx::query!(
-        "INSERT INTO chunks (session, idx, crc, flags, payload) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (session, idx) DO NOTHING",
-        seq,
-        idx,
-        crc,
-        flags,
-        payload
+    seqs: &[i64],
+) -> sqlx::Result<HashMap<i64, Gate>> {
+    let seqs = serde_json::to_string(seqs).expect("integers serialize");
+    let rows = sqlx::query!(
+        r#"SELECT seq AS "seq!", state AS "state: SessionState", expected_chunks, max_index,
+                  committed, finalize_claimed_at
+           FROM sessions WHERE seq IN (SELECT value FROM json_each(?1))"#,
+        seqs
     )
-    .execute(conn)
+    .fetch_all(conn)
     .await?;
-    Ok(result.rows_affected() == 1)
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let gate = Gate {
+                state: r.state,
+                expected_chunks: r.expected_chunks,
+                max_index: r.max_index,
+                committed: r.committed,
+                claimed: r.finalize_claimed_at.is_some(),
+            };
+            (r.seq, gate)
+        })
+        .collect())
 }
 
 /// Rows per multi-row `INSERT`: one statement per row costs the driver more
@@ -134,41 +125,44 @@ pub async fn contiguous_end(conn: &mut SqliteConnection, seq: i64, from: i64) ->
     Ok(last + 1)
 }
 
-/// What one batch added to a session.
-#[derive(Debug, Default, Clone)]
+/// What one batch did to a session's counters.
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct Added {
+    pub seq: i64,
+    pub committed: i64,
     pub chunks: i64,
     pub bytes: i64,
     pub max_index: Option<i64>,
 }
 
-/// Moves the session's counters and returns its new `committed`.
+/// Moves the counters of every session in `added` in one statement.
 pub async fn apply_added(
     conn: &mut SqliteConnection,
-    seq: i64,
-    added: &Added,
+    added: &[Added],
     now: i64,
-) -> sqlx::Result<i64> {
-    let current = sqlx::query_scalar!("SELECT committed FROM sessions WHERE seq = ?1", seq)
-        .fetch_one(&mut *conn)
-        .await?;
-    let committed = contiguous_end(conn, seq, current).await?;
+) -> sqlx::Result<()> {
+    if added.is_empty() {
+        return Ok(());
+    }
+    let rows = serde_json::to_string(added).expect("counters serialize");
     sqlx::query!(
-        "UPDATE sessions SET committed = ?2, chunks_received = chunks_received + ?3,
-                bytes_received = bytes_received + ?4,
-                max_index = CASE WHEN ?5 IS NULL THEN max_index ELSE MAX(COALESCE(max_index, -1), ?5) END,
-                updated_at = ?6, last_seen_at = MAX(last_seen_at, ?6)
-         WHERE seq = ?1",
-        seq,
-        committed,
-        added.chunks,
-        added.bytes,
-        added.max_index,
+        r#"UPDATE sessions SET committed = v.new_committed,
+                chunks_received = chunks_received + v.new_chunks,
+                bytes_received = bytes_received + v.new_bytes,
+                max_index = CASE WHEN v.new_max IS NULL THEN max_index
+                                 ELSE MAX(COALESCE(max_index, -1), v.new_max) END,
+                updated_at = ?2, last_seen_at = MAX(last_seen_at, ?2)
+           FROM (SELECT value ->> 'seq' AS added_seq, value ->> 'committed' AS new_committed,
+                        value ->> 'chunks' AS new_chunks, value ->> 'bytes' AS new_bytes,
+                        value ->> 'max_index' AS new_max
+                 FROM json_each(?1)) AS v
+           WHERE sessions.seq = v.added_seq"#,
+        rows,
         now
     )
     .execute(conn)
     .await?;
-    Ok(committed)
+    Ok(())
 }
 
 /// Records the declared chunk count and moves `recording` to `finishing`.
@@ -190,12 +184,6 @@ pub async fn set_finished(
     .execute(conn)
     .await?;
     Ok(())
-}
-
-pub async fn committed(conn: &mut SqliteConnection, seq: i64) -> sqlx::Result<i64> {
-    sqlx::query_scalar!("SELECT committed FROM sessions WHERE seq = ?1", seq)
-        .fetch_one(conn)
-        .await
 }
 
 /// One stored chunk, as the finalize job reads it.

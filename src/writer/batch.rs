@@ -3,7 +3,6 @@
 //! `committed`, and commits; then each submitter gets its answer.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -32,28 +31,23 @@ pub(super) enum Decision {
     Deleted(u64),
 }
 
-/// The session's gate, read once per batch.
-async fn gate_for<'a>(
-    tx: &mut SqliteConnection,
-    gates: &'a mut HashMap<i64, Option<Gate>>,
-    session: i64,
-) -> anyhow::Result<&'a mut Option<Gate>> {
-    Ok(match gates.entry(session) {
-        Entry::Occupied(known) => known.into_mut(),
-        Entry::Vacant(new) => new.insert(
-            db::chunks::session_gate(tx, session)
-                .await
-                .context("reading a session's state")?,
-        ),
-    })
-}
-
 pub(super) struct Committed {
     pub(super) decisions: Vec<Decision>,
     pub(super) committed: HashMap<i64, i64>,
     pub(super) any_complete: bool,
 }
 
+/// A chunk that passed its session's gate, waiting for the batch's INSERTs.
+struct Accepted<'a> {
+    position: usize,
+    session: i64,
+    chunk: &'a ChunkFrame,
+}
+
+/// One transaction for the whole batch, in a handful of statements whatever
+/// its size: the sessions' gates in one query, the chunks in multi-row
+/// INSERTs, the counters in one UPDATE. (Each statement is a round trip to
+/// SQLite's worker thread, which is what bounded throughput.)
 pub(super) async fn commit_batch(
     conn: &mut SqliteConnection,
     batch: &[Request],
@@ -63,23 +57,45 @@ pub(super) async fn commit_batch(
         .begin_with("BEGIN IMMEDIATE")
         .await
         .context("beginning the batch")?;
-    let mut gates: HashMap<i64, Option<Gate>> = HashMap::new();
-    let mut added: HashMap<i64, Added> = HashMap::new();
+    let mut seqs: Vec<i64> = batch
+        .iter()
+        .filter_map(|request| match request {
+            Request::Chunk { session, .. } | Request::Finish { session, .. } => Some(*session),
+            Request::Touch { .. } | Request::DeleteChunks { .. } => None,
+        })
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut gates = db::chunks::session_gates(&mut tx, &seqs)
+        .await
+        .context("reading the sessions' state")?;
+    // As read, before this batch: where each session's stored chunks end.
+    let before: HashMap<i64, (i64, Option<i64>)> = gates
+        .iter()
+        .map(|(seq, gate)| (*seq, (gate.committed, gate.max_index)))
+        .collect();
+
     let mut decisions = Vec::with_capacity(batch.len());
+    let mut accepted = Vec::new();
     let mut touched = Vec::new();
-    for request in batch {
+    for (position, request) in batch.iter().enumerate() {
         let decision = match request {
             Request::Chunk { session, chunk, .. } => {
-                let gate = gate_for(&mut tx, &mut gates, *session).await?;
-                let added = added.entry(*session).or_default();
-                decide_chunk(&mut tx, *session, gate, chunk, added).await?
+                match gate_chunk(gates.get_mut(session), chunk) {
+                    Some(refused) => refused,
+                    None => {
+                        accepted.push(Accepted {
+                            position,
+                            session: *session,
+                            chunk,
+                        });
+                        Decision::Stored // settled below, once the INSERTs ran
+                    }
+                }
             }
             Request::Finish {
                 session, chunks, ..
-            } => {
-                let gate = gate_for(&mut tx, &mut gates, *session).await?;
-                decide_finish(&mut tx, *session, gate, *chunks, now).await?
-            }
+            } => decide_finish(&mut tx, *session, gates.get_mut(session), *chunks, now).await?,
             Request::DeleteChunks { session, limit, .. } => {
                 let deleted = db::chunks::delete_slice(&mut tx, *session, *limit)
                     .await
@@ -93,19 +109,82 @@ pub(super) async fn commit_batch(
         };
         decisions.push(decision);
     }
+
+    let rows: Vec<(i64, &ChunkFrame)> = accepted.iter().map(|a| (a.session, a.chunk)).collect();
+    let inserted = db::chunks::insert_rows(&mut tx, &rows)
+        .await
+        .context("storing chunks")?;
+    let mut added: HashMap<i64, Added> = HashMap::new();
+    let mut new_indexes: HashMap<i64, Vec<i64>> = HashMap::new();
+    // The first request for a key in this batch is the one that stored it.
+    let mut first_crc: HashMap<(i64, u32), u32> = HashMap::new();
+    for a in &accepted {
+        let key = (a.session, a.chunk.index);
+        let decision = match first_crc.get(&key) {
+            Some(&crc) if crc == a.chunk.crc32c => Decision::Duplicate,
+            Some(_) => Decision::Conflict,
+            None if inserted.contains(&key) => {
+                first_crc.insert(key, a.chunk.crc32c);
+                let index = i64::from(a.chunk.index);
+                let added = added.entry(a.session).or_insert_with(|| Added {
+                    seq: a.session,
+                    ..Added::default()
+                });
+                added.chunks += 1;
+                added.bytes += a.chunk.payload.len() as i64;
+                added.max_index = added.max_index.max(Some(index));
+                new_indexes.entry(a.session).or_default().push(index);
+                Decision::Stored
+            }
+            None => {
+                let stored = db::chunks::stored_crc(&mut tx, a.session, a.chunk.index)
+                    .await
+                    .context("reading a stored chunk's CRC")?;
+                if stored == Some(a.chunk.crc32c) {
+                    Decision::Duplicate
+                } else {
+                    Decision::Conflict
+                }
+            }
+        };
+        decisions[a.position] = decision;
+    }
+
     let mut committed = HashMap::new();
     let mut any_complete = false;
     for (session, gate) in &gates {
-        let Some(gate) = gate else { continue };
-        let value = match added.get(session) {
-            Some(added) if added.chunks > 0 => {
-                db::chunks::apply_added(&mut tx, *session, added, now).await?
+        let (committed_before, max_before) = before[session];
+        let value = match (added.get_mut(session), new_indexes.get_mut(session)) {
+            (Some(added), Some(indexes)) => {
+                // Nothing was stored past the prefix before this batch: the
+                // prefix grows by this batch's run from its end. Otherwise
+                // (a gap was being filled) ask the table.
+                let value = if max_before.is_none_or(|max| max < committed_before) {
+                    indexes.sort_unstable();
+                    let mut end = committed_before;
+                    for &index in indexes.iter() {
+                        if index == end {
+                            end += 1;
+                        }
+                    }
+                    end
+                } else {
+                    db::chunks::contiguous_end(&mut tx, *session, committed_before)
+                        .await
+                        .context("reading the stored prefix")?
+                };
+                added.committed = value;
+                value
             }
-            _ => db::chunks::committed(&mut tx, *session).await?,
+            _ => committed_before,
         };
         any_complete |= gate.expected_chunks.is_some_and(|n| value >= n);
         committed.insert(*session, value);
     }
+    let added: Vec<Added> = added.into_values().collect();
+    db::chunks::apply_added(&mut tx, &added, now)
+        .await
+        .context("moving the sessions' counters")?;
     for (session, connected) in touched {
         if let Some(client) = connected {
             db::sessions::record_connection(&mut tx, session, client, now).await?;
@@ -121,48 +200,29 @@ pub(super) async fn commit_batch(
     })
 }
 
-async fn decide_chunk(
-    tx: &mut SqliteConnection,
-    session: i64,
-    gate: &mut Option<Gate>,
-    chunk: &ChunkFrame,
-    added: &mut Added,
-) -> anyhow::Result<Decision> {
+/// Why the session's gate refuses the chunk, or `None` if it may be stored.
+fn gate_chunk(gate: Option<&mut Gate>, chunk: &ChunkFrame) -> Option<Decision> {
     let Some(gate) = gate else {
-        return Ok(Decision::Unknown);
+        return Some(Decision::Unknown);
     };
     let state = gate.state;
     if !state.accepts_chunks() || gate.claimed {
-        return Ok(Decision::NotAccepting(state));
+        return Some(Decision::NotAccepting(state));
     }
     let index = i64::from(chunk.index);
     if let Some(expected) = gate.expected_chunks.filter(|&n| index >= n) {
-        return Ok(Decision::BeyondFinish(expected));
+        return Some(Decision::BeyondFinish(expected));
     }
-    if db::chunks::insert_chunk(tx, session, chunk)
-        .await
-        .context("storing a chunk")?
-    {
-        added.chunks += 1;
-        added.bytes += chunk.payload.len() as i64;
-        added.max_index = added.max_index.max(Some(index));
-        gate.max_index = gate.max_index.max(Some(index));
-        return Ok(Decision::Stored);
-    }
-    let stored = db::chunks::stored_crc(tx, session, chunk.index)
-        .await
-        .context("reading a stored chunk's CRC")?;
-    Ok(if stored == Some(chunk.crc32c) {
-        Decision::Duplicate
-    } else {
-        Decision::Conflict
-    })
+    // Stored now or already: either way a later finish in this batch must
+    // not declare fewer chunks than this.
+    gate.max_index = gate.max_index.max(Some(index));
+    None
 }
 
 async fn decide_finish(
     tx: &mut SqliteConnection,
     session: i64,
-    gate: &mut Option<Gate>,
+    gate: Option<&mut Gate>,
     chunks: i64,
     now: i64,
 ) -> anyhow::Result<Decision> {
@@ -267,5 +327,116 @@ pub(super) fn fail(batch: Vec<Request>, err: Arc<anyhow::Error>) {
                 drop(reply.send(Err(WriteError::Storage(err.clone()))))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::{Semaphore, oneshot};
+
+    use super::*;
+    use crate::domain::{MimeType, SessionId, Token};
+
+    async fn session(pool: &sqlx::SqlitePool) -> i64 {
+        let id = SessionId::generate();
+        let new = db::sessions::NewSession {
+            id: &id,
+            token_hash: &Token::generate().hash(),
+            mime_type: &MimeType::octet_stream(),
+            metadata_json: "{}",
+        };
+        db::sessions::insert_session(pool, new, 0).await.unwrap();
+        sqlx::query_scalar("SELECT seq FROM sessions WHERE public_id = ?1")
+            .bind(id.as_str())
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    fn chunk(session: i64, index: u32, byte: u8) -> Request {
+        let frame = ChunkFrame::encode(index, index == 0, &[byte; 16]);
+        let (reply, _) = oneshot::channel();
+        Request::Chunk {
+            session,
+            chunk: ChunkFrame::parse(frame.into(), 16).unwrap(),
+            reply,
+            _permit: std::sync::Arc::new(Semaphore::new(1))
+                .try_acquire_owned()
+                .unwrap(),
+            queued_at: std::time::Instant::now(),
+        }
+    }
+
+    fn kinds(decisions: &[Decision]) -> Vec<&'static str> {
+        decisions
+            .iter()
+            .map(|d| match d {
+                Decision::Stored => "stored",
+                Decision::Duplicate => "duplicate",
+                Decision::Conflict => "conflict",
+                Decision::Unknown => "unknown",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    /// Repeats, conflicts, gaps and unknown sessions inside one batch and
+    /// across batches: each request gets the answer a chunk-at-a-time writer
+    /// would give, and `committed` is the stored prefix.
+    #[tokio::test]
+    async fn one_batch_decides_like_one_chunk_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let pool = db::open_pool(&path).await.unwrap();
+        let (a, b) = (session(&pool).await, session(&pool).await);
+        let mut conn = db::open_writer_connection(&path).await.unwrap();
+
+        let first = [
+            chunk(a, 0, 1),
+            chunk(a, 2, 1),
+            chunk(a, 0, 1),
+            chunk(a, 2, 9),
+            chunk(a, 1, 1),
+            chunk(b, 1, 1),
+            chunk(9_999, 0, 1),
+        ];
+        let done = commit_batch(&mut conn, &first).await.unwrap();
+        assert_eq!(
+            kinds(&done.decisions),
+            [
+                "stored",
+                "stored",
+                "duplicate",
+                "conflict",
+                "stored",
+                "stored",
+                "unknown"
+            ]
+        );
+        assert_eq!(done.committed[&a], 3);
+        assert_eq!(done.committed[&b], 0, "chunk 0 of b is missing");
+
+        // b's gap is filled; its chunk 1 comes again (stored earlier: a duplicate) and with other bytes.
+        let second = [
+            chunk(b, 0, 1),
+            chunk(b, 1, 1),
+            chunk(b, 1, 7),
+            chunk(a, 3, 1),
+        ];
+        let done = commit_batch(&mut conn, &second).await.unwrap();
+        assert_eq!(
+            kinds(&done.decisions),
+            ["stored", "duplicate", "conflict", "stored"]
+        );
+        assert_eq!(done.committed[&b], 2);
+        assert_eq!(done.committed[&a], 4);
+
+        let counters: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT committed, chunks_received, bytes_received, max_index FROM sessions ORDER BY seq",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        assert_eq!(counters, [(4, 4, 64, 3), (2, 2, 32, 1)]);
     }
 }
