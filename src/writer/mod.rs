@@ -202,7 +202,7 @@ impl WriterHandle {
     }
 }
 
-/// Starts the writer on its own connection. After `stop` is cancelled it
+/// Starts the writer on its own connection and thread. After `stop` is cancelled it
 /// takes no new request, but commits and answers every one already queued
 /// (so shutdown loses nothing it accepted), then closes its connection.
 pub fn spawn(
@@ -213,7 +213,16 @@ pub fn spawn(
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (requests, receiver) = mpsc::unbounded_channel();
     let queued_bytes = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
-    let task = tokio::spawn(run(conn, receiver, metrics, finalize_wakeup, stop));
+    // Its own thread and runtime: each statement is an await, and on the
+    // shared runtime every one of them queued behind thousands of socket
+    // tasks. Alone, the writer goes from statement to statement at once.
+    let task = tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds");
+        runtime.block_on(run(conn, receiver, metrics, finalize_wakeup, stop));
+    });
     (
         WriterHandle {
             requests,
