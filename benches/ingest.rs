@@ -64,7 +64,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let _ = stop.send(());
         running.await??;
-        let ceiling = measure_ceiling(dir.path(), 5.0, CHUNK_BYTES).await?;
+        let ceiling = measure_ceiling(dir.path(), 5.0, CHUNK_BYTES, 100).await?;
         println!(
             "round {round}: ceiling    {:>8.0} rows/s",
             ceiling.rows_per_second

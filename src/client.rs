@@ -27,6 +27,13 @@ pub enum ClientError {
     Unexpected(String),
     #[error("the socket closed ({code}) before {what}")]
     Closed { code: u16, what: &'static str },
+    /// The server refused the connection with an `error` message.
+    #[error("refused: {code}")]
+    Rejected {
+        code: String,
+        retryable: bool,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// A Spool server, by its base URL (`http://host:port`).
@@ -119,6 +126,8 @@ pub enum Event {
         code: String,
         message: String,
         retryable: bool,
+        /// An overloaded server's hint: come back after this long.
+        retry_after: Option<Duration>,
     },
     /// The socket closed (1006 when it ended without a close frame).
     Closed {
@@ -156,6 +165,11 @@ impl Connection {
                 }
                 Ok(connection)
             }
+            Some(error) if error["type"] == "error" => Err(ClientError::Rejected {
+                code: error["code"].as_str().unwrap_or_default().to_owned(),
+                retryable: error["retryable"].as_bool().unwrap_or(false),
+                retry_after: error["retry_after_ms"].as_u64().map(Duration::from_millis),
+            }),
             Some(other) => Err(ClientError::Unexpected(other.to_string())),
             None => Err(ClientError::Closed {
                 code: connection.close_code(),
@@ -217,6 +231,9 @@ impl Connection {
                 code: message["code"].as_str().unwrap_or_default().to_owned(),
                 message: message["message"].as_str().unwrap_or_default().to_owned(),
                 retryable: message["retryable"].as_bool().unwrap_or(false),
+                retry_after: message["retry_after_ms"]
+                    .as_u64()
+                    .map(Duration::from_millis),
             },
             _ => return Err(ClientError::Unexpected(message.to_string())),
         })

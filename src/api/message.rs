@@ -33,6 +33,9 @@ pub enum ServerMessage<'a> {
         code: &'a str,
         message: &'a str,
         retryable: bool,
+        /// When to come back, for an overloaded server's 4429.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
 }
 

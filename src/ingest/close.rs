@@ -23,6 +23,11 @@ pub enum CloseReason {
     Superseded,
     /// `--max-connections` sockets are open already.
     Busy(u32),
+    /// The writer is behind: come back after `retry_after` (see `overload`).
+    Overloaded {
+        lag: std::time::Duration,
+        retry_after: std::time::Duration,
+    },
     /// A message began but did not arrive whole in time.
     SlowMessage,
     Internal,
@@ -41,7 +46,7 @@ impl CloseReason {
             Self::Conflict(_) => 4409,
             Self::NotAccepting(_) => 4410,
             Self::TooLarge(_) => 4413,
-            Self::TooFast(_) | Self::Busy(_) => 4429,
+            Self::TooFast(_) | Self::Busy(_) | Self::Overloaded { .. } => 4429,
             Self::Superseded => 4499,
         }
     }
@@ -59,6 +64,7 @@ impl CloseReason {
             Self::Idle => "idle_timeout",
             Self::SlowMessage => "message_timeout",
             Self::Busy(_) => "server_busy",
+            Self::Overloaded { .. } => "server_overloaded",
             Self::Conflict(_) => "chunk_conflict",
             Self::NotAccepting(_) => "session_closed",
             Self::TooLarge(_) => "chunk_too_large",
@@ -75,6 +81,7 @@ impl CloseReason {
                 | Self::SlowMessage
                 | Self::TooFast(_)
                 | Self::Busy(_)
+                | Self::Overloaded { .. }
                 | Self::Internal
         )
     }
@@ -96,6 +103,11 @@ impl CloseReason {
             Self::Busy(limit) => {
                 format!("the server has {limit} connections open, its limit; retry later")
             }
+            Self::Overloaded { lag, retry_after } => format!(
+                "the server is {} ms behind storing chunks; retry in {} s",
+                lag.as_millis(),
+                retry_after.as_secs()
+            ),
             Self::Conflict(index) => format!("chunk {index} is already stored with other bytes"),
             Self::Superseded => "a newer connection for this session took over".into(),
             Self::Malformed(m) | Self::NotAccepting(m) | Self::TooLarge(m) | Self::TooFast(m) => {
@@ -111,6 +123,10 @@ impl CloseReason {
                 code: self.code(),
                 message: &self.message(),
                 retryable: self.retryable(),
+                retry_after_ms: match self {
+                    Self::Overloaded { retry_after, .. } => Some(retry_after.as_millis() as u64),
+                    _ => None,
+                },
             }
             .to_json()
         })
@@ -156,6 +172,15 @@ mod tests {
             msg,
             json!({"type": "error", "code": "too_fast", "message": "slow down", "retryable": true})
         );
+        let overloaded = CloseReason::Overloaded {
+            lag: std::time::Duration::from_millis(300),
+            retry_after: std::time::Duration::from_millis(2_400),
+        };
+        let msg: serde_json::Value =
+            serde_json::from_str(&overloaded.error_message().unwrap()).unwrap();
+        assert_eq!(msg["code"], "server_overloaded");
+        assert_eq!(msg["retry_after_ms"], 2_400);
+        assert_eq!(overloaded.close_code(), 4429);
         assert!(CloseReason::Finished.error_message().is_none());
         assert!(CloseReason::ClientGone.error_message().is_none());
         assert!(!CloseReason::Superseded.retryable());

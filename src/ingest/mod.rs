@@ -5,6 +5,7 @@
 //! protocol over any `Sink`/`Stream` of messages.
 
 mod close;
+mod overload;
 mod rate;
 mod session;
 mod slow_message;

@@ -9,6 +9,7 @@ use futures_util::{Sink, Stream, StreamExt};
 use tokio::sync::broadcast;
 
 use super::close::CloseReason;
+use super::overload;
 use super::rate::RateLimit;
 use super::slow_message::{self, PartialMessageWatch};
 use super::socket::{Connection, send_text};
@@ -183,6 +184,7 @@ impl Session {
                 "over {limit} chunks per second; back off and reconnect"
             )));
         }
+        overload::shed(self.app.writer.lag(), self.seq, chunk.index)?;
         let pending = self
             .app
             .writer

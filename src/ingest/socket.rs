@@ -7,6 +7,7 @@ use futures_util::{Sink, SinkExt, Stream};
 use tracing::Instrument;
 
 use super::close::CloseReason;
+use super::overload;
 use super::session::Session;
 use crate::api::{BaseUrl, Credential};
 use crate::db::{self, sessions::ClientInfo};
@@ -65,6 +66,7 @@ async fn admit(connection: &Connection) -> Result<db::sessions::SessionRow, Clos
     if connection.slot.is_none() {
         return Err(CloseReason::Busy(connection.state.socket_slots.limit()));
     }
+    overload::admit(connection.state.writer.lag())?;
     let id = SessionId::parse(&connection.session).map_err(|_| CloseReason::UnknownSession)?;
     let row = db::sessions::find_session(&connection.state.pool, &id)
         .await

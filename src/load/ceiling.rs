@@ -2,7 +2,8 @@
 //! fresh SQLite file with the server's schema (its migrations), pragmas
 //! (WAL, `synchronous=FULL`, 16 KiB pages), statement and batch size, from
 //! one task with no network — what the writer could do if the server cost
-//! nothing. Measured in the same run as the load, so the report can say
+//! nothing. The rows are spread over as many sessions as the load has, since
+//! that decides how many pages each transaction touches. Measured in the same run as the load, so the report can say
 //! which fraction of it the server reached.
 
 use std::path::Path;
@@ -15,19 +16,25 @@ use crate::db;
 use crate::domain::ChunkFrame;
 use crate::writer::MAX_BATCH_ROWS;
 
-/// Recordings interleaved in the rows, as many live sessions would be.
-const SESSIONS: i64 = 100;
-
 #[derive(Debug, Clone, Copy, serde::Serialize)]
 pub struct Ceiling {
     pub rows_per_second: f64,
     pub mb_per_second: f64,
     pub batch_rows: usize,
+    /// Sessions the rows were spread over, in turn.
+    pub sessions: u32,
     pub seconds: f64,
 }
 
-/// Inserts rows of `bytes` for `seconds` into a new database under `dir`.
-pub async fn measure(dir: &Path, seconds: f64, bytes: usize) -> anyhow::Result<Ceiling> {
+/// Inserts rows of `bytes`, spread over `sessions`, for `seconds` into a
+/// new database under `dir`.
+pub async fn measure(
+    dir: &Path,
+    seconds: f64,
+    bytes: usize,
+    sessions: u32,
+) -> anyhow::Result<Ceiling> {
+    let sessions = sessions.max(1);
     let path = dir.join("ceiling.db");
     let pool = db::open_pool(&path).await?;
     pool.close().await;
@@ -37,20 +44,20 @@ pub async fn measure(dir: &Path, seconds: f64, bytes: usize) -> anyhow::Result<C
     let started = Instant::now();
     let limit = Duration::from_secs_f64(seconds);
     let mut rows = 0u64;
-    let mut round = 0u32;
+    let mut next = 0u64; // the n-th row goes to session n % sessions, index n / sessions
     while started.elapsed() < limit {
-        // Each round takes new indexes: every row is a new one.
-        let batch: Vec<(i64, ChunkFrame)> = (0..MAX_BATCH_ROWS as u32)
-            .map(|i| {
+        let batch: Vec<(i64, ChunkFrame)> = (next..next + MAX_BATCH_ROWS as u64)
+            .map(|n| {
                 let frame = ChunkFrame {
-                    index: round * MAX_BATCH_ROWS as u32 + i,
+                    index: (n / u64::from(sessions)) as u32,
                     flags: 0,
                     crc32c,
                     payload: payload.clone(),
                 };
-                (i64::from(i) % SESSIONS, frame)
+                ((n % u64::from(sessions)) as i64, frame)
             })
             .collect();
+        next += MAX_BATCH_ROWS as u64;
         let rows_ref: Vec<(i64, &ChunkFrame)> = batch.iter().map(|(s, f)| (*s, f)).collect();
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         db::chunks::insert_rows(&mut tx, &rows_ref)
@@ -58,7 +65,6 @@ pub async fn measure(dir: &Path, seconds: f64, bytes: usize) -> anyhow::Result<C
             .context("inserting rows")?;
         tx.commit().await?;
         rows += batch.len() as u64;
-        round += 1;
     }
     let elapsed = started.elapsed().as_secs_f64();
     conn.close().await?;
@@ -66,6 +72,7 @@ pub async fn measure(dir: &Path, seconds: f64, bytes: usize) -> anyhow::Result<C
         rows_per_second: rows as f64 / elapsed,
         mb_per_second: (rows * bytes as u64) as f64 / elapsed / 1e6,
         batch_rows: MAX_BATCH_ROWS,
+        sessions,
         seconds: elapsed,
     })
 }

@@ -83,6 +83,9 @@ pub enum Mode {
         /// Bytes per row.
         #[arg(long, default_value_t = 2048)]
         bytes: usize,
+        /// Sessions the rows are spread over, in turn.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        sessions: u32,
         /// Directory for the scratch database (the disk measured).
         #[arg(long, env = "TMPDIR", default_value = "/tmp")]
         dir: std::path::PathBuf,
@@ -139,15 +142,16 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         Mode::Ceiling {
             seconds,
             bytes,
+            sessions,
             dir,
             json,
         } => {
-            let ceiling = measure_ceiling(&dir, seconds, bytes).await?;
+            let ceiling = measure_ceiling(&dir, seconds, bytes, sessions).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&ceiling)?);
             } else {
                 println!(
-                    "ceiling: {:.0} rows/s ({:.1} MB/s) of {bytes} B, {} rows per transaction, {:.1} s",
+                    "ceiling: {:.0} rows/s ({:.1} MB/s) of {bytes} B over {sessions} sessions, {} rows per transaction, {:.1} s",
                     ceiling.rows_per_second,
                     ceiling.mb_per_second,
                     ceiling.batch_rows,
@@ -293,16 +297,18 @@ pub async fn run_load(server: &Server, workload: &Workload, show: bool) -> anyho
     ))
 }
 
-/// Measures the engine's ceiling for `seconds` in a scratch directory under `dir`.
+/// Measures the engine's ceiling for `seconds`, rows spread over
+/// `sessions`, in a scratch directory under `dir`.
 pub async fn measure_ceiling(
     dir: &std::path::Path,
     seconds: f64,
     bytes: usize,
+    sessions: u32,
 ) -> anyhow::Result<Ceiling> {
     let scratch = tempfile::Builder::new()
         .prefix("spool-ceiling")
         .tempdir_in(dir)?;
-    ceiling::measure(scratch.path(), seconds, bytes).await
+    ceiling::measure(scratch.path(), seconds, bytes, sessions).await
 }
 
 /// Runs the load, then the ceiling, and reports both.
@@ -330,8 +336,13 @@ async fn drive(
     };
     let mut report = run_load(&server, &workload, !target.json).await?;
     if common.ceiling_seconds > 0.0 {
-        let ceiling =
-            measure_ceiling(&common.ceiling_dir, common.ceiling_seconds, workload.bytes).await?;
+        let ceiling = measure_ceiling(
+            &common.ceiling_dir,
+            common.ceiling_seconds,
+            workload.bytes,
+            sessions,
+        )
+        .await?;
         report.set_ceiling(ceiling);
     }
     report.print(target.json)?;

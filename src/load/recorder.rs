@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::stats::Stats;
-use crate::client::{Connection, Event, Server, Session};
+use crate::client::{ClientError, Connection, Event, Server, Session};
 
 /// How one recorder sends.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +73,8 @@ pub async fn record(
         number,
         plan,
         first_sent: vec![None; plan.chunks as usize],
+        connections: 0,
+        retry_after: None,
         sent: 0,
         acked: 0,
         next_due: Instant::now(),
@@ -86,6 +88,20 @@ pub async fn record(
         }
         let connection = match Connection::open(session).await {
             Ok(connection) => connection,
+            Err(ClientError::Rejected {
+                code,
+                retryable: true,
+                retry_after,
+            }) => {
+                stats.error(format!("refused on connect: {code}"));
+                attempt += 1;
+                let hint = retry_after.unwrap_or_default();
+                tokio::time::sleep(hint + backoff(attempt, number)).await;
+                continue;
+            }
+            Err(ClientError::Rejected { code, .. }) => {
+                return Outcome::Unfinished(format!("refused: {code}"));
+            }
             Err(e) => {
                 stats.error(format!("connect: {}", short(&e.to_string())));
                 attempt += 1;
@@ -109,10 +125,10 @@ pub async fn record(
             }
             Ended::Retry(code) => {
                 attempt += 1;
-                let wait = if code == 4429 {
-                    Duration::from_secs(1) + backoff(attempt, number)
-                } else {
-                    backoff(attempt, number)
+                let wait = match (code, run.retry_after.take()) {
+                    (4429, Some(hint)) => hint + backoff(attempt, number),
+                    (4429, None) => Duration::from_secs(1) + backoff(attempt, number),
+                    _ => backoff(attempt, number),
                 };
                 tokio::time::sleep(wait).await;
             }
@@ -143,8 +159,13 @@ enum Ended {
 struct Run {
     number: u64,
     plan: Plan,
-    /// When each chunk was first sent: latency runs from there, across reconnects.
-    first_sent: Vec<Option<Instant>>,
+    /// When each chunk was first sent, and on which connection: latency runs
+    /// from there, across reconnects.
+    first_sent: Vec<Option<(Instant, u32)>>,
+    /// Connections opened so far.
+    connections: u32,
+    /// An overloaded server's hint for the next reconnect.
+    retry_after: Option<Duration>,
     /// Chunks sent on this connection's watch (the next index to send).
     sent: u32,
     acked: u32,
@@ -156,6 +177,7 @@ struct Run {
 
 impl Run {
     async fn on_connection(&mut self, mut connection: Connection, stats: &Stats) -> Ended {
+        self.connections += 1;
         let committed = u32::try_from(connection.ready_committed.max(0)).unwrap_or(0);
         self.ack(committed.min(self.plan.chunks), stats);
         self.sent = self.acked; // resend whatever is not durable
@@ -191,7 +213,8 @@ impl Run {
                             connection.close().await;
                             return Ended::Finalized(recording);
                         }
-                        Ok(Event::Pong) | Ok(Event::Error { .. }) => {}
+                        Ok(Event::Error { retry_after, .. }) => self.retry_after = retry_after,
+                        Ok(Event::Pong) => {}
                         Ok(Event::Closed { code, .. }) => {
                             if code == 1000 && finish_sent {
                                 return Ended::ClosedAfterFinish;
@@ -239,7 +262,7 @@ impl Run {
         let slot = &mut self.first_sent[index as usize];
         if slot.is_none() {
             let now = Instant::now();
-            *slot = Some(now);
+            *slot = Some((now, self.connections));
             stats
                 .chunks_sent
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -261,11 +284,20 @@ impl Run {
             return;
         }
         let now = Instant::now();
-        let latencies: Vec<Duration> = (self.acked..committed)
-            .filter_map(|i| self.first_sent[i as usize].map(|sent| now - sent))
-            .collect();
-        let bytes = (latencies.len() * self.plan.bytes) as u64;
-        stats.acked(&latencies, bytes);
+        let (mut here, mut later) = (Vec::new(), Vec::new());
+        for sent in &self.first_sent[self.acked as usize..committed as usize] {
+            match sent {
+                Some((at, connection)) if *connection == self.connections => here.push(now - *at),
+                Some((at, _)) => later.push(now - *at),
+                None => {} // durable before this run sent it (never, in a fresh session)
+            }
+        }
+        for (latencies, reconnected) in [(here, false), (later, true)] {
+            if !latencies.is_empty() {
+                let bytes = (latencies.len() * self.plan.bytes) as u64;
+                stats.acked(&latencies, bytes, reconnected);
+            }
+        }
         self.acked = committed;
     }
 

@@ -23,7 +23,10 @@ pub struct Report {
     pub chunks_acked: u64,
     pub chunks_per_second: f64,
     pub mb_per_second: f64,
+    /// Of chunks acknowledged on the connection that first sent them (what an admitted socket sees).
     pub ack_latency: Latency,
+    /// Of chunks acknowledged only after a reconnect (their first connection was shed or lost).
+    pub ack_latency_after_reconnect: Latency,
     /// Sockets closed by the server, by close code (a finished recording's 1000 is not counted).
     pub closes: BTreeMap<u16, u64>,
     pub errors: BTreeMap<String, u64>,
@@ -55,6 +58,7 @@ impl Report {
             chunks_per_second,
             mb_per_second: chunks_per_second * bytes as f64 / 1e6,
             ack_latency: stats.latency(),
+            ack_latency_after_reconnect: stats.latency_after_reconnect(),
             closes: stats.closes(),
             errors: stats.errors(),
             verified: stats.verified.load(Ordering::Relaxed),
@@ -86,6 +90,13 @@ impl Report {
             "  ack latency  p50 {:.1} ms · p99 {:.1} ms · p999 {:.1} ms · max {:.1} ms",
             l.p50_ms, l.p99_ms, l.p999_ms, l.max_ms
         );
+        let r = &self.ack_latency_after_reconnect;
+        if r.chunks > 0 {
+            println!(
+                "  after a reconnect ({} chunks): p50 {:.1} ms · p99 {:.1} ms · max {:.1} ms",
+                r.chunks, r.p50_ms, r.p99_ms, r.max_ms
+            );
+        }
         println!(
             "  recordings   {} verified · {} mismatched · {} unfinished",
             self.verified, self.mismatched, self.unfinished
@@ -108,9 +119,10 @@ impl Report {
         }
         if let (Some(c), Some(f)) = (self.ceiling, self.fraction_of_ceiling) {
             println!(
-                "  ceiling      {:.0} rows/s ({} rows per transaction): the server did {:.0} % of it",
+                "  ceiling      {:.0} rows/s ({} rows per transaction over {} sessions): the server did {:.0} % of it",
                 c.rows_per_second,
                 c.batch_rows,
+                c.sessions,
                 f * 100.0
             );
         }

@@ -15,8 +15,12 @@ pub struct Stats {
     pub chunks_acked: AtomicU64,
     pub bytes_acked: AtomicU64,
     pub sockets_open: AtomicU64,
-    /// Ack latencies in microseconds, from the first send to the covering ack.
+    /// Ack latencies in microseconds, from the first send to the covering
+    /// ack, of chunks acknowledged on the connection that first sent them.
     latencies: Mutex<Vec<u32>>,
+    /// The same for chunks acknowledged only after a reconnect (the server
+    /// shed or lost the connection they were first sent on).
+    after_reconnect: Mutex<Vec<u32>>,
     closes: Mutex<BTreeMap<u16, u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
     pub verified: AtomicU64,
@@ -25,13 +29,18 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Chunks acknowledged, each with its latency.
-    pub fn acked(&self, latencies: &[Duration], bytes: u64) {
+    /// Chunks acknowledged, each with its latency; `reconnected`: only
+    /// after a reconnect.
+    pub fn acked(&self, latencies: &[Duration], bytes: u64, reconnected: bool) {
         self.chunks_acked
             .fetch_add(latencies.len() as u64, Ordering::Relaxed);
         self.bytes_acked.fetch_add(bytes, Ordering::Relaxed);
-        let mut all = self.latencies.lock().expect("not poisoned");
-        all.extend(
+        let list = if reconnected {
+            &self.after_reconnect
+        } else {
+            &self.latencies
+        };
+        list.lock().expect("not poisoned").extend(
             latencies
                 .iter()
                 .map(|d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX)),
@@ -58,22 +67,14 @@ impl Stats {
             .or_default() += 1;
     }
 
+    /// Of chunks acknowledged on the connection that sent them first.
     pub fn latency(&self) -> Latency {
-        let mut all = self.latencies.lock().expect("not poisoned").clone();
-        all.sort_unstable();
-        let at = |q: f64| -> f64 {
-            if all.is_empty() {
-                return 0.0;
-            }
-            let i = ((all.len() - 1) as f64 * q).round() as usize;
-            f64::from(all[i]) / 1000.0
-        };
-        Latency {
-            p50_ms: at(0.5),
-            p99_ms: at(0.99),
-            p999_ms: at(0.999),
-            max_ms: at(1.0),
-        }
+        Latency::of(&self.latencies)
+    }
+
+    /// Of chunks acknowledged only after a reconnect.
+    pub fn latency_after_reconnect(&self) -> Latency {
+        Latency::of(&self.after_reconnect)
     }
 
     pub fn closes(&self) -> BTreeMap<u16, u64> {
@@ -88,8 +89,30 @@ impl Stats {
 /// Ack latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Latency {
+    pub chunks: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+}
+
+impl Latency {
+    fn of(list: &Mutex<Vec<u32>>) -> Self {
+        let mut all = list.lock().expect("not poisoned").clone();
+        all.sort_unstable();
+        let at = |q: f64| -> f64 {
+            if all.is_empty() {
+                return 0.0;
+            }
+            let i = ((all.len() - 1) as f64 * q).round() as usize;
+            f64::from(all[i]) / 1000.0
+        };
+        Self {
+            chunks: all.len() as u64,
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            p999_ms: at(0.999),
+            max_ms: at(1.0),
+        }
+    }
 }

@@ -124,7 +124,7 @@ impl Upload<'_> {
                 bail!("PATCH: {}", answer.status());
             }
             offset += self.bytes as u64;
-            stats.acked(&[sent.elapsed()], self.bytes as u64);
+            stats.acked(&[sent.elapsed()], self.bytes as u64, false);
             if let Some(interval) = self.interval {
                 due = due.max(sent - interval) + interval;
             }

@@ -167,14 +167,16 @@ export class Connection {
       return this.#hooks.onRefused(code, refusal, serverError);
     }
     this.#hooks.onRetry(code);
-    this.#scheduleReconnect(code === 4429);
+    // An overloaded server says when to come back; never sooner (plus jitter, so returns spread).
+    const hint = code === 4429 && Number.isFinite(serverError?.retry_after_ms) ? serverError.retry_after_ms : 0;
+    this.#scheduleReconnect(code === 4429, Math.min(hint, 60_000));
   }
 
-  #scheduleReconnect(slow) {
+  #scheduleReconnect(slow, atLeast = 0) {
     if (this.#closed) return;
     const base = slow ? Math.max(1_000, this.#opts.backoffBase * 8) : this.#opts.backoffBase;
     const cap = slow ? Math.max(30_000, this.#opts.backoffCap) : this.#opts.backoffCap;
-    const delay = (slow ? 1_000 : 0) + Math.random() * Math.min(cap, base * 2 ** this.#attempt);
+    const delay = Math.max(slow ? 1_000 : 0, atLeast) + Math.random() * Math.min(cap, base * 2 ** this.#attempt);
     this.#attempt = Math.min(this.#attempt + 1, 30);
     this.#setState(globalThis.navigator?.onLine === false ? "offline" : "closed");
     this.#retryTimer = setTimeout(() => this.connect(), delay);

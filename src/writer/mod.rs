@@ -13,6 +13,8 @@
 mod batch;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -121,12 +123,53 @@ const DELETE_SLICE: i64 = 256;
 pub struct WriterHandle {
     requests: mpsc::UnboundedSender<Request>,
     queued_bytes: Arc<Semaphore>,
+    lag: Arc<Lag>,
+}
+
+/// How far behind the writer is: the longest a chunk of its latest batch
+/// waited from submission to commit. Connections read it to shed load
+/// before acks slow down for everyone.
+#[derive(Debug, Default)]
+pub struct Lag {
+    millis: AtomicU64,
+    /// When it was measured, in ms since `started`.
+    at: AtomicU64,
+    started: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl Lag {
+    /// A measurement older than this says nothing (an idle writer has no lag).
+    const FRESH: Duration = Duration::from_secs(1);
+
+    fn now_ms(&self) -> u64 {
+        let started = self.started.get_or_init(std::time::Instant::now);
+        started.elapsed().as_millis() as u64
+    }
+
+    fn record(&self, waited: Duration) {
+        self.millis
+            .store(waited.as_millis() as u64, Ordering::Relaxed);
+        self.at.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn current(&self) -> Duration {
+        let at = self.at.load(Ordering::Relaxed);
+        if self.now_ms().saturating_sub(at) > Self::FRESH.as_millis() as u64 {
+            return Duration::ZERO;
+        }
+        Duration::from_millis(self.millis.load(Ordering::Relaxed))
+    }
 }
 
 /// Resolves once the chunk's batch has committed.
 pub type PendingChunk = oneshot::Receiver<Result<ChunkOutcome, WriteError>>;
 
 impl WriterHandle {
+    /// How far behind the writer is now (see [`Lag`]).
+    pub fn lag(&self) -> Duration {
+        self.lag.current()
+    }
+
     /// Queues a chunk; waits only while the queue is at its byte bound.
     pub async fn submit_chunk(
         &self,
@@ -213,6 +256,8 @@ pub fn spawn(
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (requests, receiver) = mpsc::unbounded_channel();
     let queued_bytes = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
+    let lag = Arc::new(Lag::default());
+    let measured = lag.clone();
     // Its own thread and runtime: each statement is an await, and on the
     // shared runtime every one of them queued behind thousands of socket
     // tasks. Alone, the writer goes from statement to statement at once.
@@ -221,12 +266,20 @@ pub fn spawn(
             .enable_all()
             .build()
             .expect("a current-thread runtime builds");
-        runtime.block_on(run(conn, receiver, metrics, finalize_wakeup, stop));
+        runtime.block_on(run(
+            conn,
+            receiver,
+            metrics,
+            finalize_wakeup,
+            measured,
+            stop,
+        ));
     });
     (
         WriterHandle {
             requests,
             queued_bytes,
+            lag,
         },
         task,
     )
@@ -237,6 +290,7 @@ async fn run(
     mut receiver: mpsc::UnboundedReceiver<Request>,
     metrics: Arc<Metrics>,
     finalize_wakeup: Arc<Notify>,
+    lag: Arc<Lag>,
     stop: CancellationToken,
 ) {
     let mut waiting = Vec::with_capacity(MAX_BATCH_ROWS);
@@ -257,9 +311,19 @@ async fn run(
             let batch = take_batch(&mut waiting);
             let rows = batch.len();
             let started = std::time::Instant::now();
+            let oldest = batch
+                .iter()
+                .filter_map(|request| match request {
+                    Request::Chunk { queued_at, .. } => Some(*queued_at),
+                    _ => None,
+                })
+                .min();
             match batch::commit_batch(&mut conn, &batch).await {
                 Ok(committed) => {
                     metrics.writer_batch(rows, started.elapsed());
+                    if let Some(oldest) = oldest {
+                        lag.record(oldest.elapsed());
+                    }
                     if committed.any_complete {
                         finalize_wakeup.notify_one();
                     }
