@@ -24,32 +24,35 @@ pub struct Claim {
     pub finalize_attempts: i64,
 }
 
-/// Claims the next session due for finalizing: one whose claim lapsed, one
-/// finished with every chunk present, or one idle since before `idle_cutoff`.
-pub async fn claim_next(
+/// Claims up to `limit` due sessions at once (one commit for all): those
+/// finished with every chunk stored, or idle since `idle_cutoff`, oldest
+/// first, whose claim is free or its lease expired.
+pub async fn claim_due(
     pool: &SqlitePool,
     now: i64,
     idle_cutoff: i64,
-) -> sqlx::Result<Option<Claim>> {
+    limit: i64,
+) -> sqlx::Result<Vec<Claim>> {
     let lease_cutoff = now - LEASE_MS;
     sqlx::query_as!(
         Claim,
         r#"UPDATE sessions SET finalize_claimed_at = ?1, state = 'finishing', updated_at = ?1
-           WHERE seq = (
+           WHERE seq IN (
                SELECT seq FROM sessions
                WHERE state IN ('recording', 'finishing')
                  AND (finalize_claimed_at IS NULL OR finalize_claimed_at < ?2)
                  AND (finalize_claimed_at IS NOT NULL
                       OR (expected_chunks IS NOT NULL AND committed >= expected_chunks)
                       OR last_seen_at < ?3)
-               ORDER BY last_seen_at LIMIT 1)
+               ORDER BY last_seen_at LIMIT ?4)
            RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index,
                      chunks_received, bytes_received, finalize_attempts"#,
         now,
         lease_cutoff,
-        idle_cutoff
+        idle_cutoff,
+        limit
     )
-    .fetch_optional(pool)
+    .fetch_all(pool)
     .await
 }
 

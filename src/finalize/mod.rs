@@ -1,7 +1,8 @@
 //! The finalize job: turns a session's chunks into its recording.
 //!
-//! A loop ([`run`]) around a step ([`Finalizer::try_finalize_next`]) that
-//! claims one due session, joins its chunks into a file that is durable
+//! A loop ([`run`]) claims due sessions (a few at once, in one commit) and
+//! runs a step for each, up to [`PARALLEL_STEPS`] at a time. A step joins
+//! a session's chunks into a file that is durable
 //! before anything else changes, marks the session `ready`, and only then
 //! deletes its chunks (in slices, so the writer never waits long). A crash
 //! before `ready` leaves the claim, which the next start releases, and the
@@ -32,6 +33,10 @@ use crate::writer::WriterHandle;
 
 /// How often idle sessions are looked for when nothing wakes the job.
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// Sessions finalized at once. A step mostly waits on the disk (reading
+/// chunks, fsyncing the file, two short transactions), so a few overlap
+/// well on two cores; each holds at most one chunk and one output buffer.
+const PARALLEL_STEPS: usize = 8;
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,15 +75,19 @@ pub struct Finalizer {
 impl Finalizer {
     /// Claims the next due session, if any, and finalizes it.
     pub async fn try_finalize_next(&self) -> anyhow::Result<Outcome> {
-        let now = db::now_ms();
-        let idle_cutoff = now - i64::try_from(self.idle_after.as_millis()).unwrap_or(i64::MAX);
-        match db::finalize::claim_next(&self.pool, now, idle_cutoff)
-            .await
-            .context("claiming a session to finalize")?
-        {
+        match self.claim_due(1).await?.pop() {
             Some(claim) => Ok(self.finalize_claimed(claim).await),
             None => Ok(Outcome::Idle),
         }
+    }
+
+    /// Claims up to `limit` due sessions: finished with all their chunks, or idle.
+    async fn claim_due(&self, limit: usize) -> anyhow::Result<Vec<Claim>> {
+        let now = db::now_ms();
+        let idle_cutoff = now - i64::try_from(self.idle_after.as_millis()).unwrap_or(i64::MAX);
+        db::finalize::claim_due(&self.pool, now, idle_cutoff, limit as i64)
+            .await
+            .context("claiming sessions to finalize")
     }
 
     /// Finalizes a claimed session; failures are counted against the session.
@@ -372,36 +381,58 @@ pub fn finalize_now(pool: SqlitePool) -> (FinalizeNow, FinalizeRequests) {
 /// between them. A step in progress is finished first; the loop never
 /// abandons one half way.
 pub async fn run(finalizer: Finalizer, mut requests: FinalizeRequests, stop: CancellationToken) {
+    let mut steps = tokio::task::JoinSet::new();
     let mut backoff = POLL_EVERY;
     while !stop.is_cancelled() {
-        if let Ok(claim) = requests.0.try_recv() {
-            finalizer.finalize_claimed(claim).await;
-            continue;
+        // Fill the free places: an admin's request first, then due sessions.
+        let mut idle = false;
+        while steps.len() < PARALLEL_STEPS && !idle {
+            if let Ok(claim) = requests.0.try_recv() {
+                let finalizer = finalizer.clone();
+                steps.spawn(async move { finalizer.finalize_claimed(claim).await });
+                continue;
+            }
+            match finalizer.claim_due(PARALLEL_STEPS - steps.len()).await {
+                Ok(claims) if claims.is_empty() => idle = true,
+                Ok(claims) => {
+                    backoff = POLL_EVERY;
+                    for claim in claims {
+                        let finalizer = finalizer.clone();
+                        steps.spawn(async move { finalizer.finalize_claimed(claim).await });
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %format!("{err:#}"), "finalize job could not claim work");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    idle = true;
+                }
+            }
         }
-        match finalizer.try_finalize_next().await {
-            Ok(
-                Outcome::Ready(_)
-                | Outcome::Failed(_)
-                | Outcome::Removed(_)
-                | Outcome::Retrying(_)
-                | Outcome::Discarded(_),
-            ) => backoff = POLL_EVERY,
-            Ok(Outcome::Idle) => {
-                tokio::select! {
-                    Some(claim) = requests.0.recv() => drop(finalizer.finalize_claimed(claim).await),
-                    () = finalizer.wakeup.notified() => {}
-                    () = tokio::time::sleep(POLL_EVERY) => {}
-                    () = stop.cancelled() => {}
+        // Wait for a place to free up, or for new work.
+        tokio::select! {
+            Some(done) = steps.join_next(), if !steps.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "a finalize step panicked");
                 }
             }
-            Err(err) => {
-                tracing::error!(error = %format!("{err:#}"), "finalize job could not claim work");
-                tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
-                    () = stop.cancelled() => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+            Some(claim) = requests.0.recv(), if steps.len() < PARALLEL_STEPS => {
+                let finalizer = finalizer.clone();
+                steps.spawn(async move { finalizer.finalize_claimed(claim).await });
             }
+            () = finalizer.wakeup.notified(), if idle => {}
+            () = tokio::time::sleep(POLL_EVERY), if idle => {}
+            () = stop.cancelled() => {}
+        }
+    }
+    // Steps in progress finish: each ends in a consistent state either way,
+    // but finishing is quicker than redoing.
+    while let Some(done) = steps.join_next().await {
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a finalize step panicked");
         }
     }
     tracing::debug!("finalize job stopped");

@@ -75,6 +75,7 @@ pub async fn record(
         first_sent: vec![None; plan.chunks as usize],
         connections: 0,
         retry_after: None,
+        finished_at: None,
         sent: 0,
         acked: 0,
         next_due: Instant::now(),
@@ -118,7 +119,7 @@ pub async fn record(
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match ended {
             Ended::Finalized(recording) => {
-                return match run.verify(&recording) {
+                return match run.verify(&recording, stats) {
                     true => Outcome::Verified,
                     false => Outcome::Mismatched,
                 };
@@ -132,7 +133,7 @@ pub async fn record(
                 };
                 tokio::time::sleep(wait).await;
             }
-            Ended::ClosedAfterFinish => return run.poll_until_ready(server, session).await,
+            Ended::ClosedAfterFinish => return run.poll_until_ready(server, session, stats).await,
             Ended::Fatal(why) => return Outcome::Unfinished(why),
         }
     }
@@ -166,6 +167,8 @@ struct Run {
     connections: u32,
     /// An overloaded server's hint for the next reconnect.
     retry_after: Option<Duration>,
+    /// When `finish` was first sent.
+    finished_at: Option<Instant>,
     /// Chunks sent on this connection's watch (the next index to send).
     sent: u32,
     acked: u32,
@@ -191,6 +194,7 @@ impl Run {
                     return Ended::Retry(1006);
                 }
                 finish_sent = true;
+                self.finished_at.get_or_insert_with(Instant::now);
             }
             let window_open = (self.sent - self.acked) < self.plan.window as u32;
             let resending = self.first_sent[self.sent.min(self.plan.chunks - 1) as usize].is_some();
@@ -301,17 +305,25 @@ impl Run {
         self.acked = committed;
     }
 
-    fn verify(&mut self, recording: &serde_json::Value) -> bool {
+    fn verify(&mut self, recording: &serde_json::Value, stats: &Stats) -> bool {
+        if let Some(at) = self.finished_at {
+            stats.finalized(at.elapsed());
+        }
         let expected = hex::encode(std::mem::take(&mut self.source).finalize());
         recording["source_sha256"].as_str() == Some(expected.as_str())
             && recording["complete"] == true
     }
 
-    async fn poll_until_ready(&mut self, server: &Server, session: &Session) -> Outcome {
+    async fn poll_until_ready(
+        &mut self,
+        server: &Server,
+        session: &Session,
+        stats: &Stats,
+    ) -> Outcome {
         while Instant::now() < self.plan.deadline {
             match server.status(session).await {
                 Ok(status) if status["state"] == "ready" => {
-                    return match self.verify(&status["recording"]) {
+                    return match self.verify(&status["recording"], stats) {
                         true => Outcome::Verified,
                         false => Outcome::Mismatched,
                     };

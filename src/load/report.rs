@@ -27,6 +27,8 @@ pub struct Report {
     pub ack_latency: Latency,
     /// Of chunks acknowledged only after a reconnect (their first connection was shed or lost).
     pub ack_latency_after_reconnect: Latency,
+    /// From sending `finish` to the recording being ready (`chunks` = recordings).
+    pub finalized_after_finish: Latency,
     /// Sockets closed by the server, by close code (a finished recording's 1000 is not counted).
     pub closes: BTreeMap<u16, u64>,
     pub errors: BTreeMap<String, u64>,
@@ -59,6 +61,7 @@ impl Report {
             mb_per_second: chunks_per_second * bytes as f64 / 1e6,
             ack_latency: stats.latency(),
             ack_latency_after_reconnect: stats.latency_after_reconnect(),
+            finalized_after_finish: stats.finalize_latency(),
             closes: stats.closes(),
             errors: stats.errors(),
             verified: stats.verified.load(Ordering::Relaxed),
@@ -100,6 +103,11 @@ impl Report {
         println!(
             "  recordings   {} verified · {} mismatched · {} unfinished",
             self.verified, self.mismatched, self.unfinished
+        );
+        let f = &self.finalized_after_finish;
+        println!(
+            "  finalized    p50 {:.0} ms · p99 {:.0} ms · last {:.0} ms after the finish",
+            f.p50_ms, f.p99_ms, f.max_ms
         );
         let closes: Vec<String> = self
             .closes

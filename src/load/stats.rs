@@ -21,6 +21,8 @@ pub struct Stats {
     /// The same for chunks acknowledged only after a reconnect (the server
     /// shed or lost the connection they were first sent on).
     after_reconnect: Mutex<Vec<u32>>,
+    /// From sending `finish` to the recording being ready, in microseconds.
+    finalized_after: Mutex<Vec<u32>>,
     closes: Mutex<BTreeMap<u16, u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
     pub verified: AtomicU64,
@@ -45,6 +47,19 @@ impl Stats {
                 .iter()
                 .map(|d| u32::try_from(d.as_micros()).unwrap_or(u32::MAX)),
         );
+    }
+
+    /// A recording was ready this long after its `finish` was sent.
+    pub fn finalized(&self, after_finish: Duration) {
+        self.finalized_after
+            .lock()
+            .expect("not poisoned")
+            .push(u32::try_from(after_finish.as_micros()).unwrap_or(u32::MAX));
+    }
+
+    /// From `finish` to ready, over every recording.
+    pub fn finalize_latency(&self) -> Latency {
+        Latency::of(&self.finalized_after)
     }
 
     /// The server closed a socket with `code` (1000 after `finalized` is not counted).
