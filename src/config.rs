@@ -141,6 +141,11 @@ pub struct Config {
     #[arg(long, env = "SPOOL_MAX_SESSIONS_PER_MINUTE", default_value_t = 60)]
     pub max_sessions_per_minute: u32,
 
+    /// Commit every chunk in its own transaction instead of grouping them (slower: one fsync per
+    /// chunk). Only for comparing against a server without group commit; never in production.
+    #[arg(long, hide = true)]
+    pub one_chunk_per_commit: bool,
+
     /// Delete recordings this long after they became ready (e.g. "30days", "12h"); the session
     /// stays, marked expired, and downloads answer 410. Unset: keep recordings forever.
     #[arg(long, env = "SPOOL_KEEP_RECORDINGS", value_parser = parse_duration)]

@@ -70,8 +70,17 @@ impl App {
         let wakeup = Arc::new(Notify::new());
         let writer_stop = CancellationToken::new();
         let writer_conn = db::open_writer_connection(&database).await?;
+        let batch_rows = if config.one_chunk_per_commit {
+            tracing::warn!(
+                "--one-chunk-per-commit: every chunk gets its own fsync (for comparisons only)"
+            );
+            1
+        } else {
+            writer::MAX_BATCH_ROWS
+        };
         let (writer, writer_task) = writer::spawn(
             writer_conn,
+            batch_rows,
             metrics.clone(),
             wakeup.clone(),
             writer_stop.clone(),

@@ -105,10 +105,12 @@ impl Report {
             self.verified, self.mismatched, self.unfinished
         );
         let f = &self.finalized_after_finish;
-        println!(
-            "  finalized    p50 {:.0} ms · p99 {:.0} ms · last {:.0} ms after the finish",
-            f.p50_ms, f.p99_ms, f.max_ms
-        );
+        if f.chunks > 0 {
+            println!(
+                "  finalized    p50 {:.0} ms · p99 {:.0} ms · last {:.0} ms after the finish",
+                f.p50_ms, f.p99_ms, f.max_ms
+            );
+        }
         let closes: Vec<String> = self
             .closes
             .iter()

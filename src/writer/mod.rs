@@ -250,6 +250,7 @@ impl WriterHandle {
 /// (so shutdown loses nothing it accepted), then closes its connection.
 pub fn spawn(
     conn: SqliteConnection,
+    batch_rows: usize,
     metrics: Arc<Metrics>,
     finalize_wakeup: Arc<Notify>,
     stop: CancellationToken,
@@ -269,6 +270,7 @@ pub fn spawn(
         runtime.block_on(run(
             conn,
             receiver,
+            batch_rows.clamp(1, MAX_BATCH_ROWS),
             metrics,
             finalize_wakeup,
             measured,
@@ -288,16 +290,17 @@ pub fn spawn(
 async fn run(
     mut conn: SqliteConnection,
     mut receiver: mpsc::UnboundedReceiver<Request>,
+    batch_rows: usize,
     metrics: Arc<Metrics>,
     finalize_wakeup: Arc<Notify>,
     lag: Arc<Lag>,
     stop: CancellationToken,
 ) {
-    let mut waiting = Vec::with_capacity(MAX_BATCH_ROWS);
+    let mut waiting = Vec::with_capacity(batch_rows);
     let mut stopping = false;
     loop {
         let received = tokio::select! {
-            received = receiver.recv_many(&mut waiting, MAX_BATCH_ROWS) => received,
+            received = receiver.recv_many(&mut waiting, batch_rows) => received,
             () = stop.cancelled(), if !stopping => {
                 stopping = true;
                 receiver.close(); // what is queued is still received below
@@ -308,7 +311,7 @@ async fn run(
             break;
         }
         while !waiting.is_empty() {
-            let batch = take_batch(&mut waiting);
+            let batch = take_batch(&mut waiting, batch_rows);
             let rows = batch.len();
             let started = std::time::Instant::now();
             let oldest = batch
@@ -343,7 +346,7 @@ async fn run(
 }
 
 /// Takes requests off the front of `waiting` up to the batch bounds.
-fn take_batch(waiting: &mut Vec<Request>) -> Vec<Request> {
+fn take_batch(waiting: &mut Vec<Request>, rows: usize) -> Vec<Request> {
     let mut bytes = 0;
     let mut take = 0;
     for request in waiting.iter() {
@@ -351,7 +354,7 @@ fn take_batch(waiting: &mut Vec<Request>) -> Vec<Request> {
             Request::Chunk { chunk, .. } => chunk.payload.len(),
             Request::Finish { .. } | Request::Touch { .. } | Request::DeleteChunks { .. } => 0,
         };
-        if take > 0 && bytes + size > MAX_BATCH_BYTES {
+        if take > 0 && (bytes + size > MAX_BATCH_BYTES || take == rows) {
             break;
         }
         bytes += size;

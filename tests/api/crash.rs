@@ -102,6 +102,7 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
         .unwrap();
     let (writer, _writer_task) = spool::writer::spawn(
         writer_conn,
+        spool::writer::MAX_BATCH_ROWS,
         Default::default(),
         Default::default(),
         tokio_util::sync::CancellationToken::new(),
