@@ -1,7 +1,7 @@
 //! The finalize job: turns a session's chunks into its recording.
 //!
 //! A loop ([`run`]) claims due sessions (a few at once, in one commit) and
-//! runs a step for each, up to [`PARALLEL_STEPS`] at a time. A step joins
+//! runs a step for each, up to `PARALLEL_STEPS` (8) at a time. A step joins
 //! a session's chunks into a file that is durable
 //! before anything else changes, marks the session `ready`, and only then
 //! deletes its chunks (in slices, so the writer never waits long). A crash

@@ -5,7 +5,7 @@
 //!   times spread over one interval, for S seconds, then finishes;
 //! - `saturate`: as fast as acks allow, a window of W chunks in flight each;
 //! - `idle`: open sockets that only ping, for the server's memory per socket;
-//! - `ceiling`: no server: rows straight into SQLite ([`ceiling`]).
+//! - `ceiling`: no server: rows straight into SQLite (see `Ceiling`).
 //!
 //! Every recording is checked at the end: its `source_sha256` against what
 //! was sent (verified / mismatched / unfinished).

@@ -53,14 +53,7 @@ async fn record_mediarecorder_fixtures() {
         .await;
         tokio::time::sleep(Duration::from_millis(1_800)).await;
         if restart {
-            page.eval(
-                r#"(() => {
-                    const track = window.rec.stream.getAudioTracks()[0];
-                    track.stop();
-                    track.dispatchEvent(new Event("ended"));
-                })()"#,
-            )
-            .await;
+            page.eval(super::END_THE_MIC_TRACK).await;
             page.wait_for("window.rec.progress.restarts === 1").await;
             tokio::time::sleep(Duration::from_millis(1_500)).await;
         } else {

@@ -17,6 +17,13 @@ use cdp::{Browser, Page};
 /// one browser test at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Ends the recording microphone's track, as unplugging a headset does.
+const END_THE_MIC_TRACK: &str = r#"(() => {
+    const track = window.rec.stream.getAudioTracks()[0];
+    track.stop();
+    track.dispatchEvent(new Event("ended"));
+})()"#;
+
 /// Starts a `Recorder` through the public API in the page and keeps every
 /// captured chunk (by index) so the test can hash what was captured.
 async fn start_recording(page: &mut Page) -> Value {

@@ -5,7 +5,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::proxy::Proxy;
-use super::{assert_exact, browser, captured_digest, start_recording, stop_recording};
+use super::{
+    END_THE_MIC_TRACK, assert_exact, browser, captured_digest, start_recording, stop_recording,
+};
 use crate::helpers::{ServerProcess, get_bytes, get_json, spawn_app};
 
 #[tokio::test]
@@ -339,24 +341,10 @@ async fn an_input_that_ends_mid_recording_restarts_into_one_file() {
     start_recording(&mut page).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // As when a headset is unplugged: the mic's track ends.
-    page.eval(
-        r#"(() => {
-            const track = window.rec.stream.getAudioTracks()[0];
-            track.stop();
-            track.dispatchEvent(new Event("ended"));
-        })()"#,
-    )
-    .await;
+    page.eval(END_THE_MIC_TRACK).await;
     page.wait_for("window.rec.progress.restarts === 1").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let recording = stop_recording(&mut page).await;
-    let captured = captured_digest(&mut page).await;
-    assert_exact(&recording, &captured);
-    assert_eq!(recording["rewritten"], true, "{recording}");
-    let duration_ms = recording["duration_ms"].as_i64().unwrap();
-    assert!((3_000..=6_000).contains(&duration_ms), "{recording}");
-    let errors = page.eval("JSON.stringify(window.errors)").await;
-    assert_eq!(errors, "[]");
+    assert_one_file_of_both_streams(&mut page).await;
     browser.close().await;
 }
 
@@ -382,13 +370,7 @@ async fn a_microphone_that_disappears_from_the_device_list_is_switched() {
     .await;
     page.wait_for("window.rec.progress.restarts === 1").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let recording = stop_recording(&mut page).await;
-    let captured = captured_digest(&mut page).await;
-    assert_exact(&recording, &captured);
-    assert_eq!(recording["rewritten"], true, "{recording}");
-    let duration_ms = recording["duration_ms"].as_i64().unwrap();
-    assert!((3_000..=6_000).contains(&duration_ms), "{recording}");
-    assert_eq!(page.eval("JSON.stringify(window.errors)").await, "[]");
+    assert_one_file_of_both_streams(&mut page).await;
     browser.close().await;
 }
 
@@ -436,4 +418,15 @@ async fn stop_during_a_restart_keeps_the_last_chunk_and_releases_the_microphone(
         .await;
     assert_eq!(live, 0, "a microphone track was left on");
     browser.close().await;
+}
+
+/// Stops a recording of ~2 s, a restart, then ~2 s more: one exact file, rewritten, as long as both.
+async fn assert_one_file_of_both_streams(page: &mut super::cdp::Page) {
+    let recording = stop_recording(page).await;
+    let captured = captured_digest(page).await;
+    assert_exact(&recording, &captured);
+    assert_eq!(recording["rewritten"], true, "{recording}");
+    let duration_ms = recording["duration_ms"].as_i64().unwrap();
+    assert!((3_000..=6_000).contains(&duration_ms), "{recording}");
+    assert_eq!(page.eval("JSON.stringify(window.errors)").await, "[]");
 }
