@@ -99,21 +99,34 @@ pub async fn find_by_seq(
         .await
 }
 
-/// Counts a new WebSocket connection, notes who made it, and marks the session as seen.
-pub async fn record_connection(
-    conn: &mut SqliteConnection,
-    seq: i64,
-    client: &ClientInfo,
-    now: i64,
-) -> sqlx::Result<()> {
+/// Sessions seen by the writer's batch: new connections (counted, the last
+/// one's client remembered) and quiet connections still open.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Seen {
+    pub seq: i64,
+    pub connections: i64,
+    pub addr: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Marks every session in `seen` as seen now, in one statement: a reconnect
+/// storm of thousands of sockets costs one statement per batch, not one each.
+pub async fn record_seen(conn: &mut SqliteConnection, seen: &[Seen], now: i64) -> sqlx::Result<()> {
+    if seen.is_empty() {
+        return Ok(());
+    }
+    let rows = serde_json::to_string(seen).expect("plain values serialize");
     sqlx::query!(
-        "UPDATE sessions SET connections = connections + 1, last_seen_at = MAX(last_seen_at, ?2),
-                last_client_addr = ?3, last_user_agent = ?4
-         WHERE seq = ?1",
-        seq,
-        now,
-        client.addr,
-        client.user_agent
+        r#"UPDATE sessions SET connections = connections + v.new_connections,
+                last_seen_at = MAX(last_seen_at, ?2),
+                last_client_addr = CASE WHEN v.new_connections > 0 THEN v.addr ELSE last_client_addr END,
+                last_user_agent = CASE WHEN v.new_connections > 0 THEN v.agent ELSE last_user_agent END
+           FROM (SELECT value ->> 'seq' AS seen_seq, value ->> 'connections' AS new_connections,
+                        value ->> 'addr' AS addr, value ->> 'user_agent' AS agent
+                 FROM json_each(?1)) AS v
+           WHERE sessions.seq = v.seen_seq"#,
+        rows,
+        now
     )
     .execute(conn)
     .await?;
@@ -137,19 +150,6 @@ impl ClientInfo {
             user_agent: user_agent.map(|ua| ua.chars().take(Self::MAX_USER_AGENT).collect()),
         }
     }
-}
-
-/// Marks the session as seen (a ping or a connection still open), which
-/// postpones idle finalization.
-pub async fn touch_session(conn: &mut SqliteConnection, seq: i64, now: i64) -> sqlx::Result<()> {
-    sqlx::query!(
-        "UPDATE sessions SET last_seen_at = MAX(last_seen_at, ?2) WHERE seq = ?1",
-        seq,
-        now
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Marks the session deleted: from this commit on it is invisible, takes no

@@ -9,6 +9,7 @@ use anyhow::Context;
 use sqlx::{Connection, SqliteConnection};
 
 use super::{ChunkOutcome, FinishOutcome, Request, WriteError};
+use crate::db::sessions::{ClientInfo, Seen};
 use crate::db::{self, chunks::Added, chunks::Gate};
 use crate::domain::{ChunkFrame, SessionState};
 use crate::metrics::{Metrics, Refused};
@@ -185,19 +186,35 @@ pub(super) async fn commit_batch(
     db::chunks::apply_added(&mut tx, &added, now)
         .await
         .context("moving the sessions' counters")?;
-    for (session, connected) in touched {
-        if let Some(client) = connected {
-            db::sessions::record_connection(&mut tx, session, client, now).await?;
-        } else {
-            db::sessions::touch_session(&mut tx, session, now).await?;
-        }
-    }
+    db::sessions::record_seen(&mut tx, &seen(touched), now)
+        .await
+        .context("marking sessions seen")?;
     tx.commit().await.context("committing the batch")?;
     Ok(Committed {
         decisions,
         committed,
         any_complete,
     })
+}
+
+/// The batch's touches, one row per session: connections counted, the
+/// last one's client kept.
+fn seen(touched: Vec<(i64, Option<&ClientInfo>)>) -> Vec<Seen> {
+    let mut by_session: HashMap<i64, Seen> = HashMap::new();
+    for (session, connected) in touched {
+        let seen = by_session.entry(session).or_insert_with(|| Seen {
+            seq: session,
+            connections: 0,
+            addr: None,
+            user_agent: None,
+        });
+        if let Some(client) = connected {
+            seen.connections += 1;
+            seen.addr = Some(client.addr.clone());
+            seen.user_agent = client.user_agent.clone();
+        }
+    }
+    by_session.into_values().collect()
 }
 
 /// Why the session's gate refuses the chunk, or `None` if it may be stored.
@@ -417,16 +434,40 @@ mod tests {
         assert_eq!(done.committed[&b], 0, "chunk 0 of b is missing");
 
         // b's gap is filled; its chunk 1 comes again (stored earlier: a duplicate) and with other bytes.
+        let client = |addr: &str| ClientInfo {
+            addr: addr.into(),
+            user_agent: Some(format!("agent of {addr}")),
+        };
         let second = [
             chunk(b, 0, 1),
+            Request::Touch {
+                session: b,
+                connected: Some(client("10.0.0.1:1")),
+            },
             chunk(b, 1, 1),
             chunk(b, 1, 7),
+            Request::Touch {
+                session: b,
+                connected: Some(client("10.0.0.2:2")),
+            },
+            Request::Touch {
+                session: b,
+                connected: None,
+            },
             chunk(a, 3, 1),
         ];
         let done = commit_batch(&mut conn, &second).await.unwrap();
         assert_eq!(
             kinds(&done.decisions),
-            ["stored", "duplicate", "conflict", "stored"]
+            [
+                "stored",
+                "other",
+                "duplicate",
+                "conflict",
+                "other",
+                "other",
+                "stored"
+            ]
         );
         assert_eq!(done.committed[&b], 2);
         assert_eq!(done.committed[&a], 4);
@@ -438,5 +479,13 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(counters, [(4, 4, 64, 3), (2, 2, 32, 1)]);
+        let seen: (i64, String, String) = sqlx::query_as(
+            "SELECT connections, last_client_addr, last_user_agent FROM sessions WHERE seq = ?1",
+        )
+        .bind(b)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(seen, (2, "10.0.0.2:2".into(), "agent of 10.0.0.2:2".into()));
     }
 }
