@@ -145,22 +145,18 @@ impl Finalizer {
     }
 
     /// Marks the session ready and, in the same transaction, records its
-    /// webhook event.
+    /// webhook event. Through the writer, so the commits of many steps (and
+    /// of chunk batches) share one fsync instead of queueing for the lock.
     async fn mark_ready(
         &self,
         seq: i64,
         facts: &RecordingFacts,
         now: i64,
-    ) -> sqlx::Result<MarkedReady> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let marked = db::finalize::mark_ready(&mut tx, seq, facts, now).await?;
-        if marked == MarkedReady::Ready {
-            self.record_event(&mut tx, EventKind::SessionReady, seq, now)
-                .await?;
-        }
-        tx.commit().await?;
-        self.events_committed();
-        Ok(marked)
+    ) -> anyhow::Result<MarkedReady> {
+        Ok(self
+            .writer
+            .mark_ready(seq, facts.clone(), now, self.events.clone())
+            .await?)
     }
 
     /// Marks the session failed and records its webhook event, in one transaction.

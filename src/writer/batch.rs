@@ -9,10 +9,12 @@ use anyhow::Context;
 use sqlx::{Connection, SqliteConnection};
 
 use super::{ChunkOutcome, FinishOutcome, Request, WriteError};
+use crate::db::finalize::{MarkedReady, RecordingFacts};
 use crate::db::sessions::{ClientInfo, Seen};
 use crate::db::{self, chunks::Added, chunks::Gate};
 use crate::domain::{ChunkFrame, SessionState};
 use crate::metrics::{Metrics, Refused};
+use crate::webhooks::{EventKind, Events};
 
 /// What the transaction decided for each request, before `committed` is known.
 #[derive(Debug, Clone)]
@@ -30,6 +32,7 @@ pub(super) enum Decision {
     Touched,
     /// This many chunks were deleted.
     Deleted(u64),
+    MarkedReady(MarkedReady),
 }
 
 pub(super) struct Committed {
@@ -62,7 +65,9 @@ pub(super) async fn commit_batch(
         .iter()
         .filter_map(|request| match request {
             Request::Chunk { session, .. } | Request::Finish { session, .. } => Some(*session),
-            Request::Touch { .. } | Request::DeleteChunks { .. } => None,
+            Request::Touch { .. } | Request::MarkReady { .. } | Request::DeleteChunks { .. } => {
+                None
+            }
         })
         .collect();
     seqs.sort_unstable();
@@ -103,6 +108,15 @@ pub(super) async fn commit_batch(
                     .context("deleting chunks")?;
                 Decision::Deleted(deleted)
             }
+            Request::MarkReady {
+                session,
+                facts,
+                now,
+                events,
+                ..
+            } => Decision::MarkedReady(
+                mark_ready(&mut tx, *session, facts, *now, events.as_ref()).await?,
+            ),
             Request::Touch { session, connected } => {
                 touched.push((*session, connected.as_ref()));
                 Decision::Touched
@@ -195,6 +209,29 @@ pub(super) async fn commit_batch(
         committed,
         any_complete,
     })
+}
+
+/// Marks the session ready and, if it became so, records its webhook event.
+async fn mark_ready(
+    tx: &mut SqliteConnection,
+    session: i64,
+    facts: &RecordingFacts,
+    now: i64,
+    events: Option<&Events>,
+) -> anyhow::Result<MarkedReady> {
+    let marked = db::finalize::mark_ready(tx, session, facts, now)
+        .await
+        .context("marking a session ready")?;
+    if marked == MarkedReady::Ready
+        && let Some(events) = events
+        && let Some(row) = db::sessions::find_by_seq(tx, session).await?
+    {
+        events
+            .record(tx, EventKind::SessionReady, &row, now)
+            .await
+            .context("recording a webhook event")?;
+    }
+    Ok(marked)
 }
 
 /// The batch's touches, one row per session: connections counted, the
@@ -310,6 +347,14 @@ pub(super) fn answer(
                 let _ = reply.send(Ok(outcome));
             }
             Request::Touch { .. } => {}
+            Request::MarkReady { reply, events, .. } => {
+                if let Decision::MarkedReady(marked) = decision {
+                    if let Some(events) = events {
+                        events.committed(); // wakes the dispatcher
+                    }
+                    let _ = reply.send(Ok(marked));
+                }
+            }
             Request::DeleteChunks { reply, .. } => {
                 let deleted = match decision {
                     Decision::Deleted(deleted) => deleted,
@@ -340,6 +385,9 @@ pub(super) fn fail(batch: Vec<Request>, err: Arc<anyhow::Error>) {
                 drop(reply.send(Err(WriteError::Storage(err.clone()))))
             }
             Request::Touch { .. } => {}
+            Request::MarkReady { reply, .. } => {
+                drop(reply.send(Err(WriteError::Storage(err.clone()))))
+            }
             Request::DeleteChunks { reply, .. } => {
                 drop(reply.send(Err(WriteError::Storage(err.clone()))))
             }

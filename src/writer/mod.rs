@@ -20,9 +20,11 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::db::finalize::{MarkedReady, RecordingFacts};
 use crate::db::sessions::ClientInfo;
 use crate::domain::{ChunkFrame, SessionState};
 use crate::metrics::Metrics;
+use crate::webhooks::Events;
 
 /// Most requests in one batch (one transaction).
 pub const MAX_BATCH_ROWS: usize = 1000;
@@ -106,6 +108,15 @@ enum Request {
     Touch {
         session: i64,
         connected: Option<ClientInfo>,
+    },
+    /// Marks a finalized session ready (and records its webhook event, if
+    /// `events`), in the batch's commit: many finalize steps share one fsync.
+    MarkReady {
+        session: i64,
+        facts: Box<RecordingFacts>,
+        now: i64,
+        events: Option<Events>,
+        reply: oneshot::Sender<Result<MarkedReady, WriteError>>,
     },
     /// Deletes up to `limit` of the session's chunks; answers how many went.
     DeleteChunks {
@@ -207,6 +218,28 @@ impl WriterHandle {
             })
             .map_err(|_| WriteError::Stopped)?;
         pending.await.map_err(|_| WriteError::Stopped)?
+    }
+
+    /// Marks a finalized session ready, with its webhook event when `events`
+    /// is given; resolves after the commit.
+    pub async fn mark_ready(
+        &self,
+        session: i64,
+        facts: RecordingFacts,
+        now: i64,
+        events: Option<Events>,
+    ) -> Result<MarkedReady, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::MarkReady {
+                session,
+                facts: Box::new(facts),
+                now,
+                events,
+                reply,
+            })
+            .map_err(|_| WriteError::Stopped)?;
+        answer.await.map_err(|_| WriteError::Stopped)?
     }
 
     /// Deletes every chunk of a session, a slice per batch. Returns how many.
@@ -352,7 +385,10 @@ fn take_batch(waiting: &mut Vec<Request>, rows: usize) -> Vec<Request> {
     for request in waiting.iter() {
         let size = match request {
             Request::Chunk { chunk, .. } => chunk.payload.len(),
-            Request::Finish { .. } | Request::Touch { .. } | Request::DeleteChunks { .. } => 0,
+            Request::Finish { .. }
+            | Request::Touch { .. }
+            | Request::MarkReady { .. }
+            | Request::DeleteChunks { .. } => 0,
         };
         if take > 0 && (bytes + size > MAX_BATCH_BYTES || take == rows) {
             break;
