@@ -7,8 +7,9 @@
 //! has no group commit across connections, so this is where it is built: one
 //! fsync covers the whole batch. A lone chunk is committed at once; under load
 //! batches grow up to `MAX_BATCH_ROWS` / `MAX_BATCH_BYTES`. Chunk deletes
-//! (of finished, failed and deleted sessions) ride in the same batches, a
-//! slice at a time, so they never contend with chunk writes for the lock.
+//! (of finished, failed and deleted sessions, a slice at a time) and the
+//! finalize job's `ready` marks ride in the same batches, so they never
+//! contend with chunk writes for the lock and share their fsyncs.
 
 mod batch;
 
