@@ -51,8 +51,6 @@ pub enum Outcome {
     Retrying(String),
     /// This session was deleted while it was being finalized.
     Discarded(String),
-    /// Nothing is due.
-    Idle,
 }
 
 /// Everything the finalize job needs; cheap to clone.
@@ -73,14 +71,6 @@ pub struct Finalizer {
 }
 
 impl Finalizer {
-    /// Claims the next due session, if any, and finalizes it.
-    pub async fn try_finalize_next(&self) -> anyhow::Result<Outcome> {
-        match self.claim_due(1).await?.pop() {
-            Some(claim) => Ok(self.finalize_claimed(claim).await),
-            None => Ok(Outcome::Idle),
-        }
-    }
-
     /// Claims up to `limit` due sessions: finished with all their chunks, or idle.
     async fn claim_due(&self, limit: usize) -> anyhow::Result<Vec<Claim>> {
         let now = db::now_ms();

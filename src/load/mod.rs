@@ -293,7 +293,6 @@ pub async fn run_load(server: &Server, workload: &Workload, show: bool) -> anyho
         &stats,
         load_elapsed,
         workload.bytes,
-        None,
     ))
 }
 

@@ -47,7 +47,6 @@ impl Report {
         stats: &Stats,
         elapsed: Duration,
         bytes: usize,
-        ceiling: Option<Ceiling>,
     ) -> Self {
         let seconds = elapsed.as_secs_f64();
         let chunks_acked = stats.chunks_acked.load(Ordering::Relaxed);
@@ -67,8 +66,8 @@ impl Report {
             verified: stats.verified.load(Ordering::Relaxed),
             mismatched: stats.mismatched.load(Ordering::Relaxed),
             unfinished: stats.unfinished.load(Ordering::Relaxed),
-            ceiling,
-            fraction_of_ceiling: ceiling.map(|c| chunks_per_second / c.rows_per_second),
+            ceiling: None,
+            fraction_of_ceiling: None,
         }
     }
 

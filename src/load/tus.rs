@@ -68,7 +68,7 @@ pub async fn drive(
     }
     let elapsed = started.elapsed();
     progress.abort();
-    let report = Report::new(workload, "tus", &stats, elapsed, bytes, None);
+    let report = Report::new(workload, "tus", &stats, elapsed, bytes);
     report.print(common.target.json)?;
     Ok(())
 }

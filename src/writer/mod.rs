@@ -141,21 +141,28 @@ pub struct WriterHandle {
 /// How far behind the writer is: the longest a chunk of its latest batch
 /// waited from submission to commit. Connections read it to shed load
 /// before acks slow down for everyone.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Lag {
     millis: AtomicU64,
     /// When it was measured, in ms since `started`.
     at: AtomicU64,
-    started: std::sync::OnceLock<std::time::Instant>,
+    started: std::time::Instant,
 }
 
 impl Lag {
     /// A measurement older than this says nothing (an idle writer has no lag).
     const FRESH: Duration = Duration::from_secs(1);
 
+    fn new() -> Self {
+        Self {
+            millis: AtomicU64::new(0),
+            at: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
-        let started = self.started.get_or_init(std::time::Instant::now);
-        started.elapsed().as_millis() as u64
+        self.started.elapsed().as_millis() as u64
     }
 
     fn record(&self, waited: Duration) {
@@ -291,7 +298,7 @@ pub fn spawn(
 ) -> (WriterHandle, tokio::task::JoinHandle<()>) {
     let (requests, receiver) = mpsc::unbounded_channel();
     let queued_bytes = Arc::new(Semaphore::new(MAX_QUEUED_BYTES));
-    let lag = Arc::new(Lag::default());
+    let lag = Arc::new(Lag::new());
     let measured = lag.clone();
     // Its own thread and runtime: each statement is an await, and on the
     // shared runtime every one of them queued behind thousands of socket

@@ -333,19 +333,8 @@ async fn a_page_on_another_origin_records_through_the_server() {
 
 #[tokio::test]
 async fn an_input_that_ends_mid_recording_restarts_into_one_file() {
-    let Some(browser) = browser().await else {
-        return;
-    };
-    let app = spawn_app().await;
-    let mut page = browser.open(&app.url("/healthz")).await;
-    start_recording(&mut page).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
     // As when a headset is unplugged: the mic's track ends.
-    page.eval(END_THE_MIC_TRACK).await;
-    page.wait_for("window.rec.progress.restarts === 1").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_one_file_of_both_streams(&mut page).await;
-    browser.close().await;
+    restart_mid_recording(END_THE_MIC_TRACK).await;
 }
 
 /// Some systems keep a vanished microphone's track live but silent: the
@@ -353,14 +342,7 @@ async fn an_input_that_ends_mid_recording_restarts_into_one_file() {
 /// it records is no longer listed and goes on with the new input.
 #[tokio::test]
 async fn a_microphone_that_disappears_from_the_device_list_is_switched() {
-    let Some(browser) = browser().await else {
-        return;
-    };
-    let app = spawn_app().await;
-    let mut page = browser.open(&app.url("/healthz")).await;
-    start_recording(&mut page).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    page.eval(
+    restart_mid_recording(
         r#"(() => {
             const devices = navigator.mediaDevices;
             devices.enumerateDevices = async () => [{ kind: "audioinput", deviceId: "another", groupId: "g", label: "" }];
@@ -368,9 +350,28 @@ async fn a_microphone_that_disappears_from_the_device_list_is_switched() {
         })()"#,
     )
     .await;
+}
+
+/// Records ~2 s, runs `cause` (something that should make the client restart
+/// its recorder), records ~2 s more: one exact file, rewritten, as long as both.
+async fn restart_mid_recording(cause: &str) {
+    let Some(browser) = browser().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let mut page = browser.open(&app.url("/healthz")).await;
+    start_recording(&mut page).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    page.eval(cause).await;
     page.wait_for("window.rec.progress.restarts === 1").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_one_file_of_both_streams(&mut page).await;
+    let recording = stop_recording(&mut page).await;
+    let captured = captured_digest(&mut page).await;
+    assert_exact(&recording, &captured);
+    assert_eq!(recording["rewritten"], true, "{recording}");
+    let duration_ms = recording["duration_ms"].as_i64().unwrap();
+    assert!((3_000..=6_000).contains(&duration_ms), "{recording}");
+    assert_eq!(page.eval("JSON.stringify(window.errors)").await, "[]");
     browser.close().await;
 }
 
@@ -418,15 +419,4 @@ async fn stop_during_a_restart_keeps_the_last_chunk_and_releases_the_microphone(
         .await;
     assert_eq!(live, 0, "a microphone track was left on");
     browser.close().await;
-}
-
-/// Stops a recording of ~2 s, a restart, then ~2 s more: one exact file, rewritten, as long as both.
-async fn assert_one_file_of_both_streams(page: &mut super::cdp::Page) {
-    let recording = stop_recording(page).await;
-    let captured = captured_digest(page).await;
-    assert_exact(&recording, &captured);
-    assert_eq!(recording["rewritten"], true, "{recording}");
-    let duration_ms = recording["duration_ms"].as_i64().unwrap();
-    assert!((3_000..=6_000).contains(&duration_ms), "{recording}");
-    assert_eq!(page.eval("JSON.stringify(window.errors)").await, "[]");
 }
