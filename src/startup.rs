@@ -69,7 +69,10 @@ impl App {
         let metrics = Arc::new(Metrics::default());
         let wakeup = Arc::new(Notify::new());
         let writer_stop = CancellationToken::new();
-        let writer_conn = db::open_writer_connection(&database).await?;
+        let mut writer_conn = db::open_writer_connection(&database).await?;
+        let block = db::chunks::ArrivalBlock::resume(&mut writer_conn)
+            .await
+            .context("reading where the chunk table ends")?;
         let batch_rows = if config.one_chunk_per_commit {
             tracing::warn!(
                 "--one-chunk-per-commit: every chunk gets its own fsync (for comparisons only)"
@@ -80,6 +83,7 @@ impl App {
         };
         let (writer, writer_task) = writer::spawn(
             writer_conn,
+            block,
             batch_rows,
             metrics.clone(),
             wakeup.clone(),

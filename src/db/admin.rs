@@ -65,16 +65,6 @@ pub async fn list_sessions(
     query.build_query_as::<SessionRow>().fetch_all(pool).await
 }
 
-/// The indexes a session has stored, in order.
-pub async fn stored_indexes(pool: &SqlitePool, seq: i64) -> sqlx::Result<Vec<i64>> {
-    sqlx::query_scalar!(
-        "SELECT idx FROM chunks WHERE session = ?1 ORDER BY idx",
-        seq
-    )
-    .fetch_all(pool)
-    .await
-}
-
 /// Sessions per state (deleted ones left out).
 pub async fn sessions_by_state(pool: &SqlitePool) -> sqlx::Result<Vec<(SessionState, i64)>> {
     let rows = sqlx::query!(

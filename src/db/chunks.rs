@@ -1,12 +1,73 @@
 //! Queries on the `chunks` table and the session counters they move.
 //! The writer runs these inside its batch transaction.
+//!
+//! Rows are indexed by *arrival block* — about 16 k consecutive arrivals —
+//! then session and index, so each commit touches only the current block's
+//! few index pages instead of one page per recording (see the migration
+//! `chunks_by_arrival_block`). A session's rows lie in the blocks of its
+//! [`BlockSpan`]; every read by session seeks each block of that span.
 
 use std::collections::HashMap;
 
-use futures_util::Stream;
+use futures_util::{Stream, TryStreamExt};
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::domain::{ChunkFrame, SessionState};
+
+/// Arrivals per block. The block's slice of the index (~16 k entries, a few
+/// dozen 16 KiB pages) is what every commit rewrites, so it stays small;
+/// a session's reads cost one seek per block it spans.
+pub const ROWS_PER_BLOCK: u64 = 16_384;
+
+/// The blocks holding a session's rows: `first..=last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSpan {
+    pub first: i64,
+    pub last: i64,
+}
+
+impl BlockSpan {
+    fn from_columns(first: Option<i64>, last: Option<i64>) -> Option<Self> {
+        Some(Self {
+            first: first?,
+            last: last?,
+        })
+    }
+}
+
+/// The block new rows go to; the writer moves it on as rows arrive.
+#[derive(Debug)]
+pub struct ArrivalBlock {
+    current: i64,
+    rows: u64,
+}
+
+impl ArrivalBlock {
+    /// A fresh block after every block already used (the index's last entry).
+    pub async fn resume(conn: &mut SqliteConnection) -> sqlx::Result<Self> {
+        let last = sqlx::query_scalar!(r#"SELECT MAX(block) AS "block: i64" FROM chunks"#)
+            .fetch_one(conn)
+            .await?;
+        Ok(Self {
+            current: last.map_or(1, |block| block + 1),
+            rows: 0,
+        })
+    }
+
+    pub fn current(&self) -> i64 {
+        self.current
+    }
+
+    /// Counts `rows` stored in the current block; a full block is left for
+    /// the next (a batch never straddles two).
+    pub fn stored(&mut self, rows: usize) {
+        self.rows += rows as u64;
+        if self.rows >= ROWS_PER_BLOCK {
+            self.current += 1;
+            self.rows = 0;
+        }
+    }
+}
 
 /// What the writer needs to know about a session before storing into it.
 #[derive(Debug, Clone)]
@@ -18,6 +79,8 @@ pub struct Gate {
     pub committed: i64,
     /// The finalize job has taken the session: no chunk may be added.
     pub claimed: bool,
+    /// Where its rows are; `None` if it holds none.
+    pub blocks: Option<BlockSpan>,
 }
 
 /// The gates of `seqs` (sessions that do not exist are absent), in one query.
@@ -28,7 +91,7 @@ pub async fn session_gates(
     let seqs = serde_json::to_string(seqs).expect("integers serialize");
     let rows = sqlx::query!(
         r#"SELECT seq AS "seq!", state AS "state: SessionState", expected_chunks, max_index,
-                  committed, finalize_claimed_at
+                  committed, finalize_claimed_at, first_block, last_block
            FROM sessions WHERE seq IN (SELECT value FROM json_each(?1))"#,
         seqs
     )
@@ -43,10 +106,25 @@ pub async fn session_gates(
                 max_index: r.max_index,
                 committed: r.committed,
                 claimed: r.finalize_claimed_at.is_some(),
+                blocks: BlockSpan::from_columns(r.first_block, r.last_block),
             };
             (r.seq, gate)
         })
         .collect())
+}
+
+/// Where the session's rows are, if it holds any.
+async fn block_span<'c, E>(executor: E, seq: i64) -> sqlx::Result<Option<BlockSpan>>
+where
+    E: sqlx::SqliteExecutor<'c>,
+{
+    let row = sqlx::query!(
+        "SELECT first_block, last_block FROM sessions WHERE seq = ?1",
+        seq
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.and_then(|r| BlockSpan::from_columns(r.first_block, r.last_block)))
 }
 
 /// Rows per multi-row `INSERT`: one statement per row costs the driver more
@@ -54,43 +132,50 @@ pub async fn session_gates(
 /// as good as larger groups.
 pub const ROWS_PER_INSERT: usize = 32;
 
-/// Stores each `(session, chunk)` unless its `(session, index)` exists, in
-/// multi-row statements. Returns the keys that were new; a key given twice
-/// is stored once, from its first row.
+/// Stores each `(session, chunk)` in `block`, in multi-row statements. The
+/// caller has made sure no key is stored already nor given twice.
 pub async fn insert_rows(
     conn: &mut SqliteConnection,
+    block: i64,
     rows: &[(i64, &ChunkFrame)],
-) -> sqlx::Result<std::collections::HashSet<(i64, u32)>> {
-    let mut inserted = std::collections::HashSet::with_capacity(rows.len());
+) -> sqlx::Result<()> {
     for group in rows.chunks(ROWS_PER_INSERT) {
         // Not checked at compile time (the row count varies); the statement
         // text is the same for every full group, so it is prepared once.
-        let mut insert =
-            sqlx::QueryBuilder::new("INSERT INTO chunks (session, idx, crc, flags, payload) ");
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO chunks (block, session, idx, crc, flags, payload) ",
+        );
         insert.push_values(group, |mut row, (session, chunk)| {
-            row.push_bind(*session)
+            row.push_bind(block)
+                .push_bind(*session)
                 .push_bind(i64::from(chunk.index))
                 .push_bind(i64::from(chunk.crc32c))
                 .push_bind(i64::from(chunk.flags))
                 .push_bind(&chunk.payload[..]);
         });
-        insert.push(" ON CONFLICT (session, idx) DO NOTHING RETURNING session, idx");
-        let new: Vec<(i64, i64)> = insert.build_query_as().fetch_all(&mut *conn).await?;
-        inserted.extend(new.into_iter().map(|(session, idx)| (session, idx as u32)));
+        insert.build().execute(&mut *conn).await?;
     }
-    Ok(inserted)
+    Ok(())
 }
 
-/// The CRC of the chunk already stored at `(session, index)`.
+/// The CRC of the chunk stored at `(session, index)`, if any. Looks from the
+/// newest block back: a resend is usually of a recent chunk.
 pub async fn stored_crc(
     conn: &mut SqliteConnection,
     seq: i64,
+    blocks: BlockSpan,
     index: u32,
 ) -> sqlx::Result<Option<u32>> {
     let idx = i64::from(index);
     let crc = sqlx::query_scalar!(
-        "SELECT crc FROM chunks WHERE session = ?1 AND idx = ?2",
+        r#"WITH RECURSIVE span(block) AS (
+               SELECT ?2 UNION ALL SELECT block - 1 FROM span WHERE block > ?3)
+           SELECT c.crc AS "crc!" FROM span CROSS JOIN chunks c
+           WHERE c.block = span.block AND c.session = ?1 AND c.idx = ?4
+           LIMIT 1"#,
         seq,
+        blocks.last,
+        blocks.first,
         idx
     )
     .fetch_optional(conn)
@@ -98,31 +183,62 @@ pub async fn stored_crc(
     Ok(crc.map(|c| c as u32))
 }
 
-/// The end of the contiguous run of stored chunks that starts at `from`
-/// (`from` itself if chunk `from` is absent). Reads only that run.
-pub async fn contiguous_end(conn: &mut SqliteConnection, seq: i64, from: i64) -> sqlx::Result<i64> {
-    let start_present = sqlx::query_scalar!(
-        "SELECT 1 AS one FROM chunks WHERE session = ?1 AND idx = ?2",
+/// The session's stored indexes from `from` on, in order.
+async fn indexes_from<'c, E>(
+    executor: E,
+    seq: i64,
+    blocks: BlockSpan,
+    from: i64,
+) -> sqlx::Result<Vec<i64>>
+where
+    E: sqlx::SqliteExecutor<'c>,
+{
+    sqlx::query_scalar!(
+        r#"WITH RECURSIVE span(block) AS (
+               SELECT ?2 UNION ALL SELECT block + 1 FROM span WHERE block < ?3)
+           SELECT c.idx AS "idx!" FROM span CROSS JOIN chunks c
+           WHERE c.block = span.block AND c.session = ?1 AND c.idx >= ?4
+           ORDER BY c.idx"#,
         seq,
+        blocks.first,
+        blocks.last,
         from
     )
-    .fetch_optional(&mut *conn)
-    .await?
-    .is_some();
-    if !start_present {
-        return Ok(from);
+    .fetch_all(executor)
+    .await
+}
+
+/// Every index the session has stored, in order.
+pub async fn stored_indexes(pool: &SqlitePool, seq: i64) -> sqlx::Result<Vec<i64>> {
+    match block_span(pool, seq).await? {
+        Some(blocks) => indexes_from(pool, seq, blocks, 0).await,
+        None => Ok(Vec::new()),
     }
-    let last = sqlx::query_scalar!(
-        r#"SELECT c.idx AS "idx!" FROM chunks c
-           WHERE c.session = ?1 AND c.idx >= ?2
-             AND NOT EXISTS (SELECT 1 FROM chunks d WHERE d.session = ?1 AND d.idx = c.idx + 1)
-           ORDER BY c.idx LIMIT 1"#,
-        seq,
-        from
-    )
-    .fetch_one(conn)
-    .await?;
-    Ok(last + 1)
+}
+
+/// The end of the contiguous run of stored chunks that starts at `from`
+/// (`from` itself if chunk `from` is absent).
+pub async fn contiguous_end(
+    conn: &mut SqliteConnection,
+    seq: i64,
+    blocks: BlockSpan,
+    from: i64,
+) -> sqlx::Result<i64> {
+    let stored = indexes_from(conn, seq, blocks, from).await?;
+    Ok(run_end(from, &stored))
+}
+
+/// Where the run starting at `from` ends in the sorted `indexes`.
+fn run_end(from: i64, indexes: &[i64]) -> i64 {
+    let mut end = from;
+    for &index in indexes {
+        if index == end {
+            end += 1;
+        } else if index > end {
+            break;
+        }
+    }
+    end
 }
 
 /// What one batch did to a session's counters.
@@ -133,9 +249,11 @@ pub struct Added {
     pub chunks: i64,
     pub bytes: i64,
     pub max_index: Option<i64>,
+    /// The block its new rows went to.
+    pub block: i64,
 }
 
-/// Moves the counters of every session in `added` in one statement.
+/// Moves the counters (and block spans) of every session in `added` in one statement.
 pub async fn apply_added(
     conn: &mut SqliteConnection,
     added: &[Added],
@@ -151,10 +269,12 @@ pub async fn apply_added(
                 bytes_received = bytes_received + v.new_bytes,
                 max_index = CASE WHEN v.new_max IS NULL THEN max_index
                                  ELSE MAX(COALESCE(max_index, -1), v.new_max) END,
+                first_block = COALESCE(first_block, v.block),
+                last_block = MAX(COALESCE(last_block, v.block), v.block),
                 updated_at = ?2, last_seen_at = MAX(last_seen_at, ?2)
            FROM (SELECT value ->> 'seq' AS added_seq, value ->> 'committed' AS new_committed,
                         value ->> 'chunks' AS new_chunks, value ->> 'bytes' AS new_bytes,
-                        value ->> 'max_index' AS new_max
+                        value ->> 'max_index' AS new_max, value ->> 'block' AS block
                  FROM json_each(?1)) AS v
            WHERE sessions.seq = v.added_seq"#,
         rows,
@@ -164,7 +284,6 @@ pub async fn apply_added(
     .await?;
     Ok(())
 }
-
 /// Records the declared chunk count and moves `recording` to `finishing`.
 pub async fn set_finished(
     conn: &mut SqliteConnection,
@@ -194,42 +313,152 @@ pub struct StoredChunk {
     pub payload: Vec<u8>,
 }
 
+/// Chunks read per statement when streaming a session.
+const READ_SLICE: usize = 64;
+
 /// Chunks `0..count` of a session in index order, streamed so a long
-/// recording is never held in memory whole.
+/// recording is never held in memory whole: first the keys (index and row
+/// id, small), then the payloads a slice at a time.
 pub fn stream_prefix(
     pool: &SqlitePool,
     seq: i64,
     count: i64,
 ) -> impl Stream<Item = sqlx::Result<StoredChunk>> + '_ {
-    sqlx::query_as!(
-        StoredChunk,
-        "SELECT idx, flags, payload FROM chunks WHERE session = ?1 AND idx < ?2 ORDER BY idx",
+    futures_util::stream::try_unfold(None, move |read: Option<(Vec<i64>, usize)>| async move {
+        let (rows, at) = match read {
+            Some(read) => read,
+            None => (prefix_rows(pool, seq, count).await?, 0),
+        };
+        if at == rows.len() {
+            return Ok::<_, sqlx::Error>(None);
+        }
+        let end = (at + READ_SLICE).min(rows.len());
+        let chunks = read_rows(pool, &rows[at..end]).await?;
+        let chunks = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, sqlx::Error>));
+        Ok(Some((chunks, Some((rows, end)))))
+    })
+    .try_flatten()
+}
+
+/// The row ids of chunks `0..count`, in index order; were a key ever stored
+/// twice, only its first row.
+async fn prefix_rows(pool: &SqlitePool, seq: i64, count: i64) -> sqlx::Result<Vec<i64>> {
+    let Some(blocks) = block_span(pool, seq).await? else {
+        return Ok(Vec::new());
+    };
+    let keys = sqlx::query!(
+        r#"WITH RECURSIVE span(block) AS (
+               SELECT ?2 UNION ALL SELECT block + 1 FROM span WHERE block < ?3)
+           SELECT c.idx AS "idx!", c.rowid AS "row!" FROM span CROSS JOIN chunks c
+           WHERE c.block = span.block AND c.session = ?1 AND c.idx < ?4
+           ORDER BY c.idx, c.rowid"#,
         seq,
+        blocks.first,
+        blocks.last,
         count
     )
-    .fetch(pool)
+    .fetch_all(pool)
+    .await?;
+    let mut rows = Vec::with_capacity(keys.len());
+    let mut last_idx = None;
+    for key in keys {
+        if last_idx != Some(key.idx) {
+            rows.push(key.row);
+            last_idx = Some(key.idx);
+        }
+    }
+    Ok(rows)
+}
+
+/// The chunks in `rows`, in that order (a row that is gone is left out).
+async fn read_rows(pool: &SqlitePool, rows: &[i64]) -> sqlx::Result<Vec<StoredChunk>> {
+    let wanted = serde_json::to_string(rows).expect("integers serialize");
+    let found = sqlx::query!(
+        r#"SELECT rowid AS "row!", idx, flags, payload FROM chunks
+           WHERE rowid IN (SELECT value FROM json_each(?1))"#,
+        wanted
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut by_row: HashMap<i64, StoredChunk> = found
+        .into_iter()
+        .map(|r| {
+            let chunk = StoredChunk {
+                idx: r.idx,
+                flags: r.flags,
+                payload: r.payload,
+            };
+            (r.row, chunk)
+        })
+        .collect();
+    Ok(rows.iter().filter_map(|row| by_row.remove(row)).collect())
 }
 
 /// Deletes up to `limit` of the session's chunks (the writer runs this in
-/// its batch). Returns how many were deleted.
+/// its batch); once none is left, the session holds no block. Returns how
+/// many were deleted.
 pub async fn delete_slice(conn: &mut SqliteConnection, seq: i64, limit: i64) -> sqlx::Result<u64> {
+    let Some(blocks) = block_span(&mut *conn, seq).await? else {
+        return Ok(0);
+    };
     let deleted = sqlx::query!(
-        "DELETE FROM chunks WHERE rowid IN (SELECT rowid FROM chunks WHERE session = ?1 LIMIT ?2)",
+        r#"WITH RECURSIVE span(block) AS (
+               SELECT ?2 UNION ALL SELECT block + 1 FROM span WHERE block < ?3)
+           DELETE FROM chunks WHERE rowid IN (
+               SELECT c.rowid FROM span CROSS JOIN chunks c
+               WHERE c.block = span.block AND c.session = ?1 LIMIT ?4)"#,
         seq,
+        blocks.first,
+        blocks.last,
         limit
     )
-    .execute(conn)
-    .await?;
-    Ok(deleted.rows_affected())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if deleted < limit.max(0) as u64 {
+        sqlx::query!(
+            "UPDATE sessions SET first_block = NULL, last_block = NULL WHERE seq = ?1",
+            seq
+        )
+        .execute(conn)
+        .await?;
+    }
+    Ok(deleted)
 }
 
-/// The smallest session key above `after` that has any chunk: walking the
-/// primary key this way visits each session once, without scanning chunks.
+/// The smallest session key above `after` whose session holds chunks.
 pub async fn next_session_with_chunks(pool: &SqlitePool, after: i64) -> sqlx::Result<Option<i64>> {
     sqlx::query_scalar!(
-        r#"SELECT MIN(session) AS "session: i64" FROM chunks WHERE session > ?1"#,
+        r#"SELECT MIN(seq) AS "seq: i64" FROM sessions WHERE first_block IS NOT NULL AND seq > ?1"#,
         after
     )
     .fetch_one(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_ends_at_the_first_missing_index() {
+        assert_eq!(run_end(5, &[]), 5);
+        assert_eq!(run_end(5, &[6, 7]), 5);
+        assert_eq!(run_end(5, &[5, 6, 8, 9]), 7);
+        assert_eq!(run_end(0, &[0, 1, 2]), 3);
+    }
+
+    #[test]
+    fn a_block_fills_before_the_next_begins() {
+        let mut block = ArrivalBlock {
+            current: 3,
+            rows: 0,
+        };
+        block.stored(ROWS_PER_BLOCK as usize - 1);
+        assert_eq!(block.current(), 3);
+        block.stored(1000); // a batch is never split over two blocks
+        assert_eq!(block.current(), 4);
+        block.stored(1);
+        assert_eq!(block.current(), 4);
+    }
 }

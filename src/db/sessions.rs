@@ -171,7 +171,7 @@ pub async fn mark_deleted(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Result
 /// recording are gone. Keys are never reused, so nothing can refer to it again.
 pub async fn remove_deleted(pool: &SqlitePool, seq: i64) -> sqlx::Result<()> {
     sqlx::query!(
-        "DELETE FROM sessions WHERE seq = ?1 AND state = 'deleted'",
+        "DELETE FROM sessions WHERE seq = ?1 AND state = 'deleted' AND first_block IS NULL",
         seq
     )
     .execute(pool)

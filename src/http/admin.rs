@@ -97,7 +97,7 @@ async fn session_detail(
 ) -> Result<Json<AdminSessionDetail>, ApiError> {
     credential.authorize_admin(&state)?;
     let row = load_session(&state, &id).await?;
-    let stored = db::admin::stored_indexes(&state.pool, row.seq).await?;
+    let stored = db::chunks::stored_indexes(&state.pool, row.seq).await?;
     Ok(Json(AdminSessionDetail::new(&row, &base, &stored)))
 }
 

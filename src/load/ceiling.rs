@@ -1,6 +1,7 @@
 //! The engine's ceiling: the same 2 KB chunk rows inserted straight into a
 //! fresh SQLite file with the server's schema (its migrations), pragmas
-//! (WAL, `synchronous=FULL`, 16 KiB pages), statement and batch size, from
+//! (WAL, `synchronous=FULL`, 16 KiB pages), statement, batch size and
+//! arrival blocks, from
 //! one task with no network — what the writer could do if the server cost
 //! nothing. The rows are spread over as many sessions as the load has, since
 //! that decides how many pages each transaction touches. Measured in the same run as the load, so the report can say
@@ -39,6 +40,7 @@ pub async fn measure(
     let pool = db::open_pool(&path).await?;
     pool.close().await;
     let mut conn = db::open_writer_connection(&path).await?;
+    let mut block = db::chunks::ArrivalBlock::resume(&mut conn).await?;
     let payload = bytes::Bytes::from(super::recorder::payload(7, 0, bytes));
     let crc32c = crc32c::crc32c(&payload);
     let started = Instant::now();
@@ -60,10 +62,11 @@ pub async fn measure(
         next += MAX_BATCH_ROWS as u64;
         let rows_ref: Vec<(i64, &ChunkFrame)> = batch.iter().map(|(s, f)| (*s, f)).collect();
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        db::chunks::insert_rows(&mut tx, &rows_ref)
+        db::chunks::insert_rows(&mut tx, block.current(), &rows_ref)
             .await
             .context("inserting rows")?;
         tx.commit().await?;
+        block.stored(batch.len());
         rows += batch.len() as u64;
     }
     let elapsed = started.elapsed().as_secs_f64();

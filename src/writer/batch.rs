@@ -11,7 +11,7 @@ use sqlx::{Connection, SqliteConnection};
 use super::{ChunkOutcome, FinishOutcome, Request, WriteError};
 use crate::db::finalize::{MarkedReady, RecordingFacts};
 use crate::db::sessions::{ClientInfo, Seen};
-use crate::db::{self, chunks::Added, chunks::Gate};
+use crate::db::{self, chunks::Added, chunks::BlockSpan, chunks::Gate};
 use crate::domain::{ChunkFrame, SessionState};
 use crate::metrics::{Metrics, Refused};
 use crate::webhooks::{EventKind, Events};
@@ -39,6 +39,8 @@ pub(super) struct Committed {
     pub(super) decisions: Vec<Decision>,
     pub(super) committed: HashMap<i64, i64>,
     pub(super) any_complete: bool,
+    /// Chunk rows the batch stored.
+    pub(super) stored_rows: usize,
 }
 
 /// A chunk that passed its session's gate, waiting for the batch's INSERTs.
@@ -54,6 +56,7 @@ struct Accepted<'a> {
 /// SQLite's worker thread, which is what bounded throughput.)
 pub(super) async fn commit_batch(
     conn: &mut SqliteConnection,
+    block: i64,
     batch: &[Request],
 ) -> anyhow::Result<Committed> {
     let now = db::now_ms();
@@ -125,24 +128,36 @@ pub(super) async fn commit_batch(
         decisions.push(decision);
     }
 
-    let rows: Vec<(i64, &ChunkFrame)> = accepted.iter().map(|a| (a.session, a.chunk)).collect();
-    let inserted = db::chunks::insert_rows(&mut tx, &rows)
-        .await
-        .context("storing chunks")?;
+    // Decide which accepted chunks are new before storing any: the writer
+    // is the only inserter, so what it checks here is what the table holds.
     let mut added: HashMap<i64, Added> = HashMap::new();
     let mut new_indexes: HashMap<i64, Vec<i64>> = HashMap::new();
-    // The first request for a key in this batch is the one that stored it.
+    let mut new_rows: Vec<(i64, &ChunkFrame)> = Vec::with_capacity(accepted.len());
+    // The first request for a key in this batch is the one that stores it.
     let mut first_crc: HashMap<(i64, u32), u32> = HashMap::new();
     for a in &accepted {
         let key = (a.session, a.chunk.index);
-        let decision = match first_crc.get(&key) {
-            Some(&crc) if crc == a.chunk.crc32c => Decision::Duplicate,
+        let index = i64::from(a.chunk.index);
+        let stored = match first_crc.get(&key) {
+            Some(&crc) => Some(crc),
+            None => match gates.get(&a.session).and_then(|gate| gate.blocks) {
+                Some(blocks) if may_hold(before[&a.session], index) => {
+                    db::chunks::stored_crc(&mut tx, a.session, blocks, a.chunk.index)
+                        .await
+                        .context("reading a stored chunk's CRC")?
+                }
+                _ => None,
+            },
+        };
+        decisions[a.position] = match stored {
+            Some(crc) if crc == a.chunk.crc32c => Decision::Duplicate,
             Some(_) => Decision::Conflict,
-            None if inserted.contains(&key) => {
+            None => {
                 first_crc.insert(key, a.chunk.crc32c);
-                let index = i64::from(a.chunk.index);
+                new_rows.push((a.session, a.chunk));
                 let added = added.entry(a.session).or_insert_with(|| Added {
                     seq: a.session,
+                    block,
                     ..Added::default()
                 });
                 added.chunks += 1;
@@ -151,19 +166,11 @@ pub(super) async fn commit_batch(
                 new_indexes.entry(a.session).or_default().push(index);
                 Decision::Stored
             }
-            None => {
-                let stored = db::chunks::stored_crc(&mut tx, a.session, a.chunk.index)
-                    .await
-                    .context("reading a stored chunk's CRC")?;
-                if stored == Some(a.chunk.crc32c) {
-                    Decision::Duplicate
-                } else {
-                    Decision::Conflict
-                }
-            }
         };
-        decisions[a.position] = decision;
     }
+    db::chunks::insert_rows(&mut tx, block, &new_rows)
+        .await
+        .context("storing chunks")?;
 
     let mut committed = HashMap::new();
     let mut any_complete = false;
@@ -184,7 +191,17 @@ pub(super) async fn commit_batch(
                     }
                     end
                 } else {
-                    db::chunks::contiguous_end(&mut tx, *session, committed_before)
+                    let blocks = gate.blocks.map_or(
+                        BlockSpan {
+                            first: block,
+                            last: block,
+                        },
+                        |span| BlockSpan {
+                            first: span.first,
+                            last: span.last.max(block),
+                        },
+                    );
+                    db::chunks::contiguous_end(&mut tx, *session, blocks, committed_before)
                         .await
                         .context("reading the stored prefix")?
                 };
@@ -208,6 +225,7 @@ pub(super) async fn commit_batch(
         decisions,
         committed,
         any_complete,
+        stored_rows: new_rows.len(),
     })
 }
 
@@ -252,6 +270,13 @@ fn seen(touched: Vec<(i64, Option<&ClientInfo>)>) -> Vec<Seen> {
         }
     }
     by_session.into_values().collect()
+}
+
+/// Whether a session whose stored chunks were `(committed, max_index)`
+/// before this batch may hold chunk `index` already: below the prefix, or
+/// among stored chunks past a gap. Anything else is certainly new.
+fn may_hold((committed, max_index): (i64, Option<i64>), index: i64) -> bool {
+    index < committed || max_index.is_some_and(|max| index <= max)
 }
 
 /// Why the session's gate refuses the chunk, or `None` if it may be stored.
@@ -465,7 +490,7 @@ mod tests {
             chunk(b, 1, 1),
             chunk(9_999, 0, 1),
         ];
-        let done = commit_batch(&mut conn, &first).await.unwrap();
+        let done = commit_batch(&mut conn, 1, &first).await.unwrap();
         assert_eq!(
             kinds(&done.decisions),
             [
@@ -504,7 +529,7 @@ mod tests {
             },
             chunk(a, 3, 1),
         ];
-        let done = commit_batch(&mut conn, &second).await.unwrap();
+        let done = commit_batch(&mut conn, 1, &second).await.unwrap();
         assert_eq!(
             kinds(&done.decisions),
             [
@@ -535,5 +560,107 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(seen, (2, "10.0.0.2:2".into(), "agent of 10.0.0.2:2".into()));
+    }
+
+    fn delete(session: i64, limit: i64) -> Request {
+        let (reply, _) = oneshot::channel();
+        Request::DeleteChunks {
+            session,
+            limit,
+            reply,
+        }
+    }
+
+    /// A session whose chunks arrive in several arrival blocks: resends of
+    /// chunks stored in earlier blocks are duplicates or conflicts, a gap
+    /// filled later moves `committed`, the finalize read returns one row per
+    /// index in order, and deleting walks every block and then forgets the span.
+    #[tokio::test]
+    async fn a_session_spread_over_blocks_behaves_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.db");
+        let pool = db::open_pool(&path).await.unwrap();
+        let a = session(&pool).await;
+        let mut conn = db::open_writer_connection(&path).await.unwrap();
+
+        let done = commit_batch(
+            &mut conn,
+            1,
+            &[chunk(a, 0, 1), chunk(a, 1, 1), chunk(a, 3, 1)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(done.committed[&a], 2);
+        assert_eq!(done.stored_rows, 3);
+        let done = commit_batch(
+            &mut conn,
+            2,
+            &[chunk(a, 4, 1), chunk(a, 1, 1), chunk(a, 3, 2)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(kinds(&done.decisions), ["stored", "duplicate", "conflict"]);
+        assert_eq!(done.stored_rows, 1);
+        let done = commit_batch(&mut conn, 5, &[chunk(a, 2, 1), chunk(a, 0, 3)])
+            .await
+            .unwrap();
+        assert_eq!(kinds(&done.decisions), ["stored", "conflict"]);
+        assert_eq!(
+            done.committed[&a], 5,
+            "the gap in block 1 was filled from block 5"
+        );
+
+        let span: (i64, i64) =
+            sqlx::query_as("SELECT first_block, last_block FROM sessions WHERE seq = ?1")
+                .bind(a)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(span, (1, 5));
+        use futures_util::TryStreamExt;
+        let read: Vec<(i64, u8)> = db::chunks::stream_prefix(&pool, a, 5)
+            .map_ok(|c| (c.idx, c.payload[0]))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            read,
+            [(0, 1), (1, 1), (2, 1), (3, 1), (4, 1)],
+            "first writes, in order"
+        );
+        assert_eq!(
+            db::chunks::stored_indexes(&pool, a).await.unwrap(),
+            [0, 1, 2, 3, 4]
+        );
+
+        let deleted = |done: Committed| match done.decisions[0] {
+            Decision::Deleted(n) => n,
+            ref other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            deleted(commit_batch(&mut conn, 5, &[delete(a, 2)]).await.unwrap()),
+            2
+        );
+        assert_eq!(
+            deleted(commit_batch(&mut conn, 5, &[delete(a, 10)]).await.unwrap()),
+            3
+        );
+        assert_eq!(
+            deleted(commit_batch(&mut conn, 5, &[delete(a, 10)]).await.unwrap()),
+            0
+        );
+        let span: (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT first_block, last_block FROM sessions WHERE seq = ?1")
+                .bind(a)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(span, (None, None));
+        assert_eq!(
+            db::chunks::next_session_with_chunks(&pool, 0)
+                .await
+                .unwrap(),
+            None
+        );
     }
 }

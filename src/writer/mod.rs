@@ -21,6 +21,7 @@ use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::db::chunks::ArrivalBlock;
 use crate::db::finalize::{MarkedReady, RecordingFacts};
 use crate::db::sessions::ClientInfo;
 use crate::domain::{ChunkFrame, SessionState};
@@ -291,6 +292,7 @@ impl WriterHandle {
 /// (so shutdown loses nothing it accepted), then closes its connection.
 pub fn spawn(
     conn: SqliteConnection,
+    block: ArrivalBlock,
     batch_rows: usize,
     metrics: Arc<Metrics>,
     finalize_wakeup: Arc<Notify>,
@@ -309,7 +311,7 @@ pub fn spawn(
             .build()
             .expect("a current-thread runtime builds");
         runtime.block_on(run(
-            conn,
+            Store { conn, block },
             receiver,
             batch_rows.clamp(1, MAX_BATCH_ROWS),
             metrics,
@@ -328,8 +330,17 @@ pub fn spawn(
     )
 }
 
+/// The writer's connection and the arrival block its rows go to.
+struct Store {
+    conn: SqliteConnection,
+    block: ArrivalBlock,
+}
+
 async fn run(
-    mut conn: SqliteConnection,
+    Store {
+        mut conn,
+        mut block,
+    }: Store,
     mut receiver: mpsc::UnboundedReceiver<Request>,
     batch_rows: usize,
     metrics: Arc<Metrics>,
@@ -362,8 +373,9 @@ async fn run(
                     _ => None,
                 })
                 .min();
-            match batch::commit_batch(&mut conn, &batch).await {
+            match batch::commit_batch(&mut conn, block.current(), &batch).await {
                 Ok(committed) => {
+                    block.stored(committed.stored_rows);
                     metrics.writer_batch(rows, started.elapsed());
                     if let Some(oldest) = oldest {
                         lag.record(oldest.elapsed());

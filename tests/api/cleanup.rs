@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{
-    Created, Inspect, ServerProcess, TestApp, Ws, eventually, payloads, sha256_hex, spawn_app_with,
-    spawn_in,
+    Created, Inspect, ServerProcess, TestApp, Ws, eventually, payloads, plant_leftover_chunk,
+    sha256_hex, spawn_app_with, spawn_in,
 };
 
 /// A server that lets one socket send chunks as fast as it can.
@@ -226,13 +226,7 @@ async fn the_start_up_sweep_finishes_what_a_crash_inside_a_delete_left() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    sqlx::query(
-        "INSERT INTO chunks (session, idx, crc, flags, payload) VALUES (?, 0, 0, 1, x'00')",
-    )
-    .bind(doomed_seq)
-    .execute(&pool)
-    .await
-    .unwrap();
+    plant_leftover_chunk(&pool, doomed_seq).await;
     pool.close().await;
     let recordings = dir.path().join("recordings");
     let stray = "0123456789abcdef0123456789abcdef";

@@ -6,7 +6,9 @@ use spool::domain::SessionId;
 use spool::finalize::Finalizer;
 use spool::storage::LocalRecordings;
 
-use crate::helpers::{Inspect, ServerProcess, eventually, get_bytes, payloads, sha256_hex};
+use crate::helpers::{
+    Inspect, ServerProcess, eventually, get_bytes, payloads, plant_leftover_chunk, sha256_hex,
+};
 
 #[tokio::test]
 async fn kill_9_mid_upload_loses_no_acknowledged_chunk() {
@@ -97,11 +99,15 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
     let mut partial = recordings.create(&id).await.unwrap();
     partial.write_all(&joined[..1000]).await.unwrap();
     std::mem::forget(partial);
-    let writer_conn = db::open_writer_connection(&dir.path().join("spool.db"))
+    let mut writer_conn = db::open_writer_connection(&dir.path().join("spool.db"))
+        .await
+        .unwrap();
+    let block = db::chunks::ArrivalBlock::resume(&mut writer_conn)
         .await
         .unwrap();
     let (writer, _writer_task) = spool::writer::spawn(
         writer_conn,
+        block,
         spool::writer::MAX_BATCH_ROWS,
         Default::default(),
         Default::default(),
@@ -146,13 +152,7 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
     // Crash 3: the process died after marking the session ready but before
     // deleting its chunks: the next start sweeps them.
     let pool = db::open_pool(&dir.path().join("spool.db")).await.unwrap();
-    sqlx::query(
-        "INSERT INTO chunks (session, idx, crc, flags, payload) VALUES (?, 0, 0, 1, x'00')",
-    )
-    .bind(row.seq)
-    .execute(&pool)
-    .await
-    .unwrap();
+    plant_leftover_chunk(&pool, row.seq).await;
     pool.close().await;
     let server = ServerProcess::start(dir.path(), &[]).await;
     let db = Inspect::open(&dir.path().join("spool.db")).await;

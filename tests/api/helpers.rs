@@ -474,6 +474,23 @@ pub async fn get_json(url: &str, token: &str) -> Value {
 /// what is stored rather than what the API says.
 pub struct Inspect(sqlx::SqlitePool);
 
+/// Writes a stray chunk 0 for session `seq` straight into the database, as
+/// a process that died before deleting it would have left it.
+pub async fn plant_leftover_chunk(pool: &sqlx::SqlitePool, seq: i64) {
+    sqlx::query(
+        "INSERT INTO chunks (block, session, idx, crc, flags, payload) VALUES (0, ?, 0, 0, 1, x'00')",
+    )
+    .bind(seq)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE sessions SET first_block = 0, last_block = MAX(COALESCE(last_block, 0), 0) WHERE seq = ?")
+        .bind(seq)
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
 impl Inspect {
     pub async fn open(db: &std::path::Path) -> Self {
         let options = sqlx::sqlite::SqliteConnectOptions::new()

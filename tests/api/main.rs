@@ -17,5 +17,6 @@ mod range;
 mod retention;
 mod security;
 mod soak;
+mod upgrade;
 mod upload;
 mod webhooks;
