@@ -36,6 +36,7 @@ pub struct App {
     /// Delivers webhook events, when `--webhook-url` is set.
     dispatcher: Option<Dispatcher>,
     writer_task: JoinHandle<()>,
+    checkpoint_task: JoinHandle<()>,
     writer_stop: CancellationToken,
     /// Held (locked) for as long as the app lives.
     _data_lock: std::fs::File,
@@ -81,6 +82,7 @@ impl App {
         } else {
             writer::MAX_BATCH_ROWS
         };
+        let checkpoint_task = writer::checkpoint::spawn(&database, writer_stop.clone()).await?;
         let (writer, writer_task) = writer::spawn(
             writer_conn,
             block,
@@ -149,6 +151,7 @@ impl App {
             finalize_requests,
             dispatcher,
             writer_task,
+            checkpoint_task,
             writer_stop,
             _data_lock: data_lock,
         })
@@ -180,6 +183,7 @@ impl App {
             finalize_requests,
             dispatcher,
             writer_task,
+            checkpoint_task,
             writer_stop,
             _data_lock,
         } = self;
@@ -227,6 +231,9 @@ impl App {
         }
         writer_stop.cancel();
         writer_task.await.context("the chunk writer panicked")?;
+        checkpoint_task
+            .await
+            .context("the WAL checkpointer panicked")?;
         state.pool.close().await;
         tracing::info!("stopped cleanly");
         Ok(())

@@ -26,6 +26,9 @@ use sqlx::sqlite::{
 const PAGE_SIZE: u32 = 16 * 1024;
 /// The writer's page cache: 64 MiB (a negative `cache_size` counts KiB).
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
+/// WAL pages past which the writer checkpoints inside its own commit: 256 MiB,
+/// a backstop that the checkpointer normally keeps the WAL far below.
+const WRITER_CHECKPOINT_BACKSTOP_PAGES: u32 = 16 * 1024;
 
 fn options(path: &Path) -> SqliteConnectOptions {
     SqliteConnectOptions::new()
@@ -57,13 +60,27 @@ pub async fn open_pool(path: &Path) -> anyhow::Result<SqlitePool> {
 /// writer never waits behind readers for a connection.
 pub async fn open_writer_connection(path: &Path) -> anyhow::Result<SqliteConnection> {
     options(path)
-        // Thousands of live sessions each add to their own part of the
-        // chunks index: keep those pages in memory instead of SQLite's 2 MiB
-        // default, or every batch reads them back from the WAL and the OS.
+        // Keep the sessions' rows and the current block's index pages in
+        // memory instead of SQLite's 2 MiB default, or batches read them
+        // back from the WAL and the OS.
         .pragma("cache_size", format!("-{}", WRITER_CACHE_KIB))
+        // Checkpoints run on their own connection (`writer::checkpoint`);
+        // this only bounds the WAL should that ever fall behind.
+        .pragma(
+            "wal_autocheckpoint",
+            WRITER_CHECKPOINT_BACKSTOP_PAGES.to_string(),
+        )
         .connect()
         .await
         .context("opening the writer's database connection")
+}
+
+/// The connection that copies the WAL back into the database file.
+pub async fn open_checkpoint_connection(path: &Path) -> anyhow::Result<SqliteConnection> {
+    options(path)
+        .connect()
+        .await
+        .context("opening the checkpointer's database connection")
 }
 
 /// Milliseconds since the Unix epoch: how every `*_at` column is stored.

@@ -12,6 +12,7 @@
 //! contend with chunk writes for the lock and share their fsyncs.
 
 mod batch;
+pub mod checkpoint;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
