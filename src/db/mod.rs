@@ -1,9 +1,10 @@
 //! Storage in SQLite: one named function per query, checked at compile time.
 //!
-//! Layout: `sessions` (one row per recording) and `chunks` keyed by
-//! `(session seq, index)`; session keys are never reused. Chunks are written
-//! (stored and deleted) only by [`crate::writer`]; everything else reads or
-//! writes through the pool.
+//! Layout: `sessions` (one row per recording) and `chunks`, one row per
+//! `(session seq, index)`, indexed by arrival block first (see
+//! [`chunks`]); session keys are never reused. Chunks are written (stored and
+//! deleted) only by [`crate::writer`]; everything else reads or writes
+//! through the pool.
 
 pub mod admin;
 pub mod chunks;
