@@ -1,6 +1,5 @@
 //! Crashes: `kill -9` of the real binary mid-upload, and a finalize cut short.
 
-use serde_json::json;
 use spool::db;
 use spool::domain::SessionId;
 use spool::finalize::Finalizer;
@@ -34,14 +33,7 @@ async fn kill_9_mid_upload_loses_no_acknowledged_chunk() {
         "ready.committed {committed} is below the last ack {last_ack}"
     );
     ws.send_all(&chunks, committed as usize).await;
-    ws.send_json(json!({"type": "finish", "chunks": chunks.len()}))
-        .await;
-    let finalized = loop {
-        let message = ws.recv_json().await;
-        if message["type"] == "finalized" {
-            break message;
-        }
-    };
+    let finalized = ws.finish_and_wait_finalized(chunks.len()).await;
     let joined = chunks.concat();
     assert_eq!(
         finalized["recording"]["sha256"],

@@ -261,6 +261,18 @@ impl Ws {
         }
     }
 
+    /// Declares `chunks` and waits for the `finalized` message; returns it.
+    pub async fn finish_and_wait_finalized(&mut self, chunks: usize) -> Value {
+        self.send_json(json!({"type": "finish", "chunks": chunks}))
+            .await;
+        loop {
+            let message = self.recv_json().await;
+            if message["type"] == "finalized" {
+                return message;
+            }
+        }
+    }
+
     pub async fn send_binary(&mut self, frame: Vec<u8>) {
         self.stream
             .send(Message::Binary(frame.into()))

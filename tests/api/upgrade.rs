@@ -1,7 +1,6 @@
 //! Upgrades: a data directory written by an earlier schema starts under
 //! this version with every acknowledged chunk still there.
 
-use serde_json::json;
 use spool::domain::{SessionId, Token};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode};
 
@@ -93,14 +92,7 @@ async fn chunks_stored_before_the_arrival_block_layout_survive_the_upgrade() {
     // Resending the last chunk stored under the old key is a duplicate.
     ws.send_all(&chunks[..4], 3).await;
     ws.send_all(&chunks, 4).await;
-    ws.send_json(json!({"type": "finish", "chunks": chunks.len()}))
-        .await;
-    let finalized = loop {
-        let message = ws.recv_json().await;
-        if message["type"] == "finalized" {
-            break message;
-        }
-    };
+    let finalized = ws.finish_and_wait_finalized(chunks.len()).await;
     let joined = chunks.concat();
     assert_eq!(
         finalized["recording"]["sha256"],
