@@ -313,8 +313,17 @@ pub struct StoredChunk {
     pub payload: Vec<u8>,
 }
 
-/// Chunks read per statement when streaming a session.
-const READ_SLICE: usize = 64;
+/// Most chunks, and most payload bytes, read per statement when streaming a
+/// session: large enough that the per-statement cost fades, small enough to
+/// keep memory flat however big the chunks are.
+const READ_SLICE_ROWS: usize = 512;
+const READ_SLICE_BYTES: i64 = 4 << 20;
+
+/// A stored chunk's row and payload size, as the read plans its slices.
+struct RowRef {
+    row: i64,
+    bytes: i64,
+}
 
 /// Chunks `0..count` of a session in index order, streamed so a long
 /// recording is never held in memory whole: first the keys (index and row
@@ -324,7 +333,7 @@ pub fn stream_prefix(
     seq: i64,
     count: i64,
 ) -> impl Stream<Item = sqlx::Result<StoredChunk>> + '_ {
-    futures_util::stream::try_unfold(None, move |read: Option<(Vec<i64>, usize)>| async move {
+    futures_util::stream::try_unfold(None, move |read: Option<(Vec<RowRef>, usize)>| async move {
         let (rows, at) = match read {
             Some(read) => read,
             None => (prefix_rows(pool, seq, count).await?, 0),
@@ -332,7 +341,7 @@ pub fn stream_prefix(
         if at == rows.len() {
             return Ok::<_, sqlx::Error>(None);
         }
-        let end = (at + READ_SLICE).min(rows.len());
+        let end = slice_end(&rows, at);
         let chunks = read_rows(pool, &rows[at..end]).await?;
         let chunks = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, sqlx::Error>));
         Ok(Some((chunks, Some((rows, end)))))
@@ -342,14 +351,15 @@ pub fn stream_prefix(
 
 /// The row ids of chunks `0..count`, in index order; were a key ever stored
 /// twice, only its first row.
-async fn prefix_rows(pool: &SqlitePool, seq: i64, count: i64) -> sqlx::Result<Vec<i64>> {
+async fn prefix_rows(pool: &SqlitePool, seq: i64, count: i64) -> sqlx::Result<Vec<RowRef>> {
     let Some(blocks) = block_span(pool, seq).await? else {
         return Ok(Vec::new());
     };
     let keys = sqlx::query!(
         r#"WITH RECURSIVE span(block) AS (
                SELECT ?2 UNION ALL SELECT block + 1 FROM span WHERE block < ?3)
-           SELECT c.idx AS "idx!", c.rowid AS "row!" FROM span CROSS JOIN chunks c
+           SELECT c.idx AS "idx!", c.rowid AS "row!", length(c.payload) AS "bytes!: i64"
+           FROM span CROSS JOIN chunks c
            WHERE c.block = span.block AND c.session = ?1 AND c.idx < ?4
            ORDER BY c.idx, c.rowid"#,
         seq,
@@ -363,16 +373,35 @@ async fn prefix_rows(pool: &SqlitePool, seq: i64, count: i64) -> sqlx::Result<Ve
     let mut last_idx = None;
     for key in keys {
         if last_idx != Some(key.idx) {
-            rows.push(key.row);
+            rows.push(RowRef {
+                row: key.row,
+                bytes: key.bytes,
+            });
             last_idx = Some(key.idx);
         }
     }
     Ok(rows)
 }
 
+/// Where the slice that starts at `at` ends: at the row or byte bound, and
+/// never empty.
+fn slice_end(rows: &[RowRef], at: usize) -> usize {
+    let mut bytes = 0;
+    let mut end = at;
+    while end < rows.len() && end - at < READ_SLICE_ROWS {
+        bytes += rows[end].bytes;
+        if end > at && bytes > READ_SLICE_BYTES {
+            break;
+        }
+        end += 1;
+    }
+    end
+}
+
 /// The chunks in `rows`, in that order (a row that is gone is left out).
-async fn read_rows(pool: &SqlitePool, rows: &[i64]) -> sqlx::Result<Vec<StoredChunk>> {
-    let wanted = serde_json::to_string(rows).expect("integers serialize");
+async fn read_rows(pool: &SqlitePool, rows: &[RowRef]) -> sqlx::Result<Vec<StoredChunk>> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.row).collect();
+    let wanted = serde_json::to_string(&ids).expect("integers serialize");
     let found = sqlx::query!(
         r#"SELECT rowid AS "row!", idx, flags, payload FROM chunks
            WHERE rowid IN (SELECT value FROM json_each(?1))"#,
@@ -391,7 +420,7 @@ async fn read_rows(pool: &SqlitePool, rows: &[i64]) -> sqlx::Result<Vec<StoredCh
             (r.row, chunk)
         })
         .collect();
-    Ok(rows.iter().filter_map(|row| by_row.remove(row)).collect())
+    Ok(rows.iter().filter_map(|r| by_row.remove(&r.row)).collect())
 }
 
 /// Deletes up to `limit` of the session's chunks (the writer runs this in
@@ -446,6 +475,21 @@ mod tests {
         assert_eq!(run_end(5, &[6, 7]), 5);
         assert_eq!(run_end(5, &[5, 6, 8, 9]), 7);
         assert_eq!(run_end(0, &[0, 1, 2]), 3);
+    }
+
+    #[test]
+    fn a_read_slice_stops_at_its_row_or_byte_bound_and_is_never_empty() {
+        let rows = |sizes: &[i64]| -> Vec<RowRef> {
+            sizes
+                .iter()
+                .map(|&bytes| RowRef { row: 0, bytes })
+                .collect()
+        };
+        assert_eq!(slice_end(&rows(&[10; 2000]), 0), READ_SLICE_ROWS);
+        assert_eq!(slice_end(&rows(&[10; 2000]), 1900), 2000);
+        let big = READ_SLICE_BYTES / 2 + 1;
+        assert_eq!(slice_end(&rows(&[big, big, big]), 0), 1);
+        assert_eq!(slice_end(&rows(&[READ_SLICE_BYTES * 3, 1]), 0), 1);
     }
 
     #[test]
