@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::storage::S3Location;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "spool",
@@ -165,6 +167,17 @@ pub struct Config {
     #[arg(long, env = "SPOOL_ALLOWED_ORIGINS", default_value = "*", value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<String>,
 
+    /// Where finished recordings go: s3://bucket/prefix for S3-compatible object storage,
+    /// configured by the standard AWS_* variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP). Unset: <data-dir>/recordings.
+    #[arg(long, env = "SPOOL_STORAGE", value_parser = parse_storage)]
+    pub storage: Option<S3Location>,
+
+    /// Answer recording downloads with a redirect to a short-lived presigned URL of the object
+    /// store, so the bytes never pass through this server (needs --storage s3://…).
+    #[arg(long, env = "SPOOL_STORAGE_REDIRECT")]
+    pub storage_redirect: bool,
+
     /// Base URL clients reach this server at (e.g. https://rec.example.com), used for the
     /// `ws_url` and recording URLs handed out. Unset: taken from each request's Host header.
     #[arg(long, env = "SPOOL_PUBLIC_URL")]
@@ -194,6 +207,10 @@ impl Config {
                 check_secret(secret).map_err(|problem| anyhow::anyhow!("{flag} {problem}"))?;
             }
         }
+        anyhow::ensure!(
+            !self.storage_redirect || self.storage.is_some(),
+            "--storage-redirect needs --storage s3://…: a local recordings directory has no URL to redirect to"
+        );
         if let Some(url) = &self.webhook_url {
             let parsed = reqwest::Url::parse(url)
                 .map_err(|e| anyhow::anyhow!("--webhook-url {url:?} is not a URL: {e}"))?;
@@ -215,6 +232,11 @@ impl Config {
 
     pub fn recordings_dir(&self) -> PathBuf {
         self.data_dir.join("recordings")
+    }
+
+    /// Local scratch files of the finalize job when recordings go to object storage.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.data_dir.join("scratch")
     }
 }
 
@@ -250,6 +272,12 @@ fn check_secret(secret: &str) -> Result<(), &'static str> {
     } else {
         Ok(())
     }
+}
+
+fn parse_storage(raw: &str) -> Result<S3Location, String> {
+    S3Location::parse(raw).map_err(|problem| {
+        format!("{problem}; leave it unset to keep recordings in <data-dir>/recordings")
+    })
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {

@@ -22,7 +22,7 @@ use crate::finalize::{self, FinalizeRequests, Finalizer};
 use crate::limits::{CreationLimit, SocketSlots};
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::storage::LocalRecordings;
+use crate::storage::{LocalRecordings, Recordings, S3Recordings};
 use crate::sweep::{self, Retention, Sweeper};
 use crate::webhooks::{self, Dispatcher, Events};
 use crate::{http, server, writer};
@@ -66,7 +66,13 @@ impl App {
                 "resuming finalize of sessions interrupted by the last stop"
             );
         }
-        let recordings = LocalRecordings::open(config.recordings_dir()).await?;
+        let recordings = match &config.storage {
+            None => Recordings::Local(LocalRecordings::open(config.recordings_dir()).await?),
+            Some(location) => Recordings::S3 {
+                objects: S3Recordings::open(location.clone()).await?,
+                scratch: LocalRecordings::open(config.scratch_dir()).await?,
+            },
+        };
         let metrics = Arc::new(Metrics::default());
         let wakeup = Arc::new(Notify::new());
         let writer_stop = CancellationToken::new();

@@ -13,7 +13,7 @@ use crate::domain::Secret;
 use crate::finalize::FinalizeNow;
 use crate::limits::{CreationLimit, SocketSlots};
 use crate::metrics::Metrics;
-use crate::storage::LocalRecordings;
+use crate::storage::Recordings;
 use crate::sweep::Sweeper;
 use crate::writer::WriterHandle;
 
@@ -21,7 +21,7 @@ use crate::writer::WriterHandle;
 pub struct AppState {
     pub pool: SqlitePool,
     pub writer: WriterHandle,
-    pub recordings: LocalRecordings,
+    pub recordings: Recordings,
     /// Removes deleted sessions' data.
     pub sweeper: Sweeper,
     pub config: Arc<Config>,

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use crate::db::{self, sessions::ChunkHolder, sessions::FileOwner};
 use crate::domain::{SessionId, SessionState};
 use crate::metrics::Metrics;
-use crate::storage::LocalRecordings;
+use crate::storage::Recordings;
 use crate::writer::WriterHandle;
 
 /// How often the sweep finishes deletes that an error cut short.
@@ -40,7 +40,7 @@ const PAGE: i64 = 100;
 #[derive(Clone)]
 pub struct Sweeper {
     pool: SqlitePool,
-    recordings: LocalRecordings,
+    recordings: Recordings,
     /// Chunk deletes go through the writer, like every chunk write.
     writer: WriterHandle,
     retention: Option<Retention>,
@@ -65,7 +65,7 @@ pub struct Swept {
 }
 
 impl Sweeper {
-    pub fn new(pool: SqlitePool, recordings: LocalRecordings, writer: WriterHandle) -> Self {
+    pub fn new(pool: SqlitePool, recordings: Recordings, writer: WriterHandle) -> Self {
         Self {
             pool,
             recordings,

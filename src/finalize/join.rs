@@ -17,7 +17,7 @@ use crate::domain::MimeType;
 use crate::media::mp4::Mp4Duration;
 use crate::media::ogg::OggDuration;
 use crate::media::webm_rewrite::{Layout, RewriteError, Rewriter};
-use crate::storage::{LocalRecordings, RecordingWriter, Scratch};
+use crate::storage::{RecordingWriter, Recordings, Scratch};
 
 /// What the join produced: the file and the source it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub struct SourceChunk {
 pub async fn join_chunks<S>(
     mime_type: &MimeType,
     read_chunks: impl Fn() -> S,
-    scratch: &LocalRecordings,
+    scratch: &Recordings,
     key: &str,
     out: &mut RecordingWriter,
 ) -> anyhow::Result<Joined>
@@ -158,7 +158,7 @@ where
 /// rewrite fails, says why and leaves `out` untouched.
 async fn rewrite_webm<S>(
     mut chunks: S,
-    scratch: &LocalRecordings,
+    scratch: &Recordings,
     key: &str,
     out: &mut RecordingWriter,
 ) -> anyhow::Result<Result<Joined, RewriteError>>

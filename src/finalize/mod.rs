@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::db::{self, finalize::Claim, finalize::MarkedReady, finalize::RecordingFacts};
 use crate::domain::{FLAG_NEW_STREAM, MimeType, SessionState};
 use crate::metrics::Metrics;
-use crate::storage::LocalRecordings;
+use crate::storage::Recordings;
 use crate::sweep::Sweeper;
 use crate::webhooks::{EventKind, Events};
 use crate::writer::WriterHandle;
@@ -57,7 +57,7 @@ pub enum Outcome {
 #[derive(Clone)]
 pub struct Finalizer {
     pub pool: SqlitePool,
-    pub recordings: LocalRecordings,
+    pub recordings: Recordings,
     pub metrics: Arc<Metrics>,
     pub idle_after: Duration,
     /// Woken by the writer when a finished session has all its chunks.

@@ -16,6 +16,10 @@ use crate::http::range::RangeRequest;
 use crate::http::sessions::load_session;
 use crate::state::AppState;
 
+/// How long a redirect's presigned URL works: enough to start playing and
+/// seek for a while; a player that comes back later asks this server again.
+const REDIRECT_VALID_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 pub fn router() -> OpenApiRouter<AppState> {
     // `get` answers HEAD too; the handler leaves the body out for it.
     OpenApiRouter::new().routes(routes!(download))
@@ -29,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 200, description = "the whole file", content_type = "audio/*"),
         (status = 206, description = "the requested range, with Content-Range"),
         (status = 304, description = "If-None-Match matched"),
+        (status = 307, description = "with --storage-redirect: a presigned URL of the object store"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "not ready yet", body = ErrorBody),
         (status = 410, description = "deleted by --keep-recordings", body = ErrorBody),
@@ -55,6 +60,18 @@ async fn download(
             "the recording was deleted at {} by the server's retention policy",
             crate::api::rfc3339(expired)
         )));
+    }
+    if state.config.storage_redirect
+        && let Some(url) = state
+            .recordings
+            .presigned_url(id.as_str(), REDIRECT_VALID_FOR)
+            .await?
+    {
+        // The object store answers Range, HEAD and its own ETag from here.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, header_value(&url)?);
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response());
     }
     let len = state.recordings.len(id.as_str()).await?.ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!(

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::helpers::{
     Created, Inspect, ServerProcess, TestApp, Ws, eventually, payloads, plant_leftover_chunk,
-    sha256_hex, spawn_app_with, spawn_in,
+    recordings_of, sha256_hex, spawn_app_with, spawn_in,
 };
 
 /// A server that lets one socket send chunks as fast as it can.
@@ -228,22 +228,28 @@ async fn the_start_up_sweep_finishes_what_a_crash_inside_a_delete_left() {
     .unwrap();
     plant_leftover_chunk(&pool, doomed_seq).await;
     pool.close().await;
-    let recordings = dir.path().join("recordings");
+    let recordings = recordings_of(dir.path()).await;
     let stray = "0123456789abcdef0123456789abcdef";
-    std::fs::write(recordings.join(stray), b"no session owns this").unwrap();
-    std::fs::write(recordings.join("README.txt"), b"not spool's").unwrap();
+    for (key, bytes) in [
+        (stray, "no session owns this"),
+        ("README.txt", "not spool's"),
+    ] {
+        let mut writer = recordings.create(key).await.unwrap();
+        writer.write_all(bytes.as_bytes()).await.unwrap();
+        writer.commit().await.unwrap();
+    }
 
     let server = ServerProcess::start(dir.path(), &[]).await;
     let db = Inspect::open(&dir.path().join("spool.db")).await;
     eventually("the sweep removes the deleted session", || async {
         db.seq(doomed).await.is_none()
-            && !recordings.join(doomed).exists()
-            && !recordings.join(stray).exists()
+            && recordings.len(doomed).await.unwrap().is_none()
+            && recordings.len(stray).await.unwrap().is_none()
     })
     .await;
     assert_eq!(db.chunks_of(doomed_seq).await, 0);
     assert!(
-        recordings.join("README.txt").exists(),
+        recordings.len("README.txt").await.unwrap().is_some(),
         "a file that is not Spool's was removed"
     );
     let status = server.wait_ready(kept, &ids[0].1).await;

@@ -3,10 +3,10 @@
 use spool::db;
 use spool::domain::SessionId;
 use spool::finalize::Finalizer;
-use spool::storage::LocalRecordings;
 
 use crate::helpers::{
-    Inspect, ServerProcess, eventually, get_bytes, payloads, plant_leftover_chunk, sha256_hex,
+    Inspect, ServerProcess, eventually, get_bytes, payloads, plant_leftover_chunk, recordings_of,
+    sha256_hex,
 };
 
 #[tokio::test]
@@ -85,9 +85,7 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
         .await
         .unwrap();
     drop(conn);
-    let recordings = LocalRecordings::open(dir.path().join("recordings"))
-        .await
-        .unwrap();
+    let recordings = recordings_of(dir.path()).await;
     let mut partial = recordings.create(&id).await.unwrap();
     partial.write_all(&joined[..1000]).await.unwrap();
     std::mem::forget(partial);
@@ -133,12 +131,9 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
         "the recording differs from the chunks"
     );
 
-    // Exactly one recording file: the partial one was swept. No chunk is left.
-    let files: Vec<String> = std::fs::read_dir(dir.path().join("recordings"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(files, vec![id.clone()]);
+    // Exactly one recording: the partial one was never made visible, or swept.
+    let keys = recordings_of(dir.path()).await.keys().await.unwrap();
+    assert_eq!(keys, vec![id.clone()]);
     server.kill9().await;
 
     // Crash 3: the process died after marking the session ready but before

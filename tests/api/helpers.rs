@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use spool::domain::ChunkFrame;
+use spool::storage::{LocalRecordings, Recordings, S3Location, S3Recordings};
 use spool::{App, Config};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
@@ -38,9 +39,52 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
     app
 }
 
+/// Where a test server over `data_dir` keeps its recordings: with
+/// `SPOOL_TEST_STORAGE=s3://bucket` (and the `AWS_*` variables) set, the
+/// whole suite runs against object storage, each data directory under its
+/// own prefix so servers never see each other's recordings; unset, the
+/// default `<data-dir>/recordings`.
+pub fn test_storage(data_dir: &std::path::Path) -> Option<S3Location> {
+    let base = std::env::var("SPOOL_TEST_STORAGE").ok()?;
+    let dir = data_dir.file_name().unwrap().to_string_lossy();
+    Some(S3Location::parse(&format!("{}/{dir}", base.trim_end_matches('/'))).unwrap())
+}
+
+/// The recordings of a test server over `data_dir`, as that server stores them.
+pub async fn recordings_of(data_dir: &std::path::Path) -> Recordings {
+    match test_storage(data_dir) {
+        None => Recordings::Local(
+            LocalRecordings::open(data_dir.join("recordings"))
+                .await
+                .unwrap(),
+        ),
+        Some(at) => Recordings::S3 {
+            objects: S3Recordings::open(at).await.unwrap(),
+            scratch: LocalRecordings::open(data_dir.join("scratch"))
+                .await
+                .unwrap(),
+        },
+    }
+}
+
+/// The stored recording `key` of a test server over `data_dir`, if there is one.
+pub async fn stored_recording(data_dir: &std::path::Path, key: &str) -> Option<Vec<u8>> {
+    let recordings = recordings_of(data_dir).await;
+    let len = recordings.len(key).await.unwrap()?;
+    let mut bytes = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(
+        &mut recordings.read_range(key, 0, len).await.unwrap(),
+        &mut bytes,
+    )
+    .await
+    .unwrap();
+    Some(bytes)
+}
+
 /// Starts a server over an existing data directory (which the caller keeps).
 pub async fn spawn_in(data_dir: PathBuf, configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::with_data_dir(&data_dir);
+    config.storage = test_storage(&data_dir);
     configure(&mut config);
     let app = App::build(config).await.expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -379,6 +423,11 @@ impl ServerProcess {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_spool"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(
+                test_storage(data_dir)
+                    .map(|at| vec!["--storage".to_owned(), at.to_string()])
+                    .unwrap_or_default(),
+            )
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

@@ -7,7 +7,9 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::{Value, json};
 
-use crate::helpers::{Created, TestApp, Ws, sha256_hex, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Created, TestApp, Ws, sha256_hex, spawn_app, spawn_app_with, stored_recording,
+};
 
 /// Checks the status and the `{"error": {"code", "message"}}` body.
 async fn assert_error(response: Response, status: u16, code: &str) -> Value {
@@ -534,8 +536,10 @@ async fn downloading_before_ready_is_409_not_ready() {
 async fn delete_is_204_and_removes_the_session_and_its_recording_file() {
     let app = spawn_app().await;
     let session = ready_session(&app, &[b"delete ", b"me"]).await;
-    let file = app.data_dir.join("recordings").join(&session.id);
-    assert_eq!(std::fs::read(&file).unwrap(), b"delete me");
+    assert_eq!(
+        stored_recording(&app.data_dir, &session.id).await.unwrap(),
+        b"delete me"
+    );
 
     let url = app.url(&session_path(&session.id, ""));
     let response = app
@@ -564,7 +568,10 @@ async fn delete_is_204_and_removes_the_session_and_its_recording_file() {
         .await
         .unwrap();
     assert_error(response, 404, "not_found").await;
-    assert!(!file.exists(), "{} is still there", file.display());
+    assert!(
+        stored_recording(&app.data_dir, &session.id).await.is_none(),
+        "the recording is still stored"
+    );
     let response = app
         .http
         .delete(&url)

@@ -17,6 +17,7 @@ mod range;
 mod retention;
 mod security;
 mod soak;
+mod storage;
 mod upgrade;
 mod upload;
 mod webhooks;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Created, TestApp, spawn_app_with, spawn_in};
+use crate::helpers::{Created, TestApp, spawn_app_with, spawn_in, stored_recording};
 
 async fn ready_session(app: &TestApp, payload: &[u8]) -> Created {
     app.record("audio/webm;codecs=opus", &[payload.to_vec()])
@@ -52,7 +52,7 @@ async fn retention_deletes_exactly_the_recordings_past_the_limit() {
     assert_eq!(gone.status(), 410);
     let body: serde_json::Value = gone.json().await.unwrap();
     assert_eq!(body["error"]["code"], "recording_expired");
-    assert!(!data_dir.join("recordings").join(&old.id).exists());
+    assert!(stored_recording(&data_dir, &old.id).await.is_none());
 
     assert_eq!(app.download(&young).await, b"young recording");
     assert!(app.get_session(&young).await["recording"]["expired_at"].is_null());

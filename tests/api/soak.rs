@@ -13,7 +13,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use spool::domain::ChunkFrame;
 
-use crate::helpers::{Inspect, ServerProcess, eventually, sha256_hex};
+use crate::helpers::{Inspect, ServerProcess, eventually, sha256_hex, stored_recording};
 
 /// A small deterministic generator, so a failing run can be replayed.
 struct Rng(u64);
@@ -122,7 +122,7 @@ async fn kill_9_at_random_moments_loses_no_acknowledged_chunk() {
         seqs.push(session.seq);
         let gone = || async {
             db.seq(&session.id).await.is_none()
-                && !dir.path().join("recordings").join(&session.id).exists()
+                && stored_recording(dir.path(), &session.id).await.is_none()
         };
         eventually("a deleted session's row and file are removed", gone).await;
     }

@@ -1,6 +1,4 @@
-//! Where finished recordings live: write one durably, read a byte range,
-//! delete. This is the seam for other backends (S3 through `object_store`
-//! later); today it is a local directory.
+//! Recordings in a local directory (the default).
 //!
 //! A recording is written to a temporary file, fsynced, renamed into place
 //! and the directory fsynced, so a reader (or a crash) sees either no file or
@@ -45,7 +43,7 @@ impl LocalRecordings {
     }
 
     /// Starts writing the recording `key`; nothing is visible until `commit`.
-    pub async fn create(&self, key: &str) -> anyhow::Result<RecordingWriter> {
+    pub async fn create(&self, key: &str) -> anyhow::Result<LocalWriter> {
         let mut nonce = [0u8; 6];
         getrandom::fill(&mut nonce)?;
         let temp_path = self
@@ -54,7 +52,7 @@ impl LocalRecordings {
         let file = File::create(&temp_path)
             .await
             .with_context(|| format!("creating {}", temp_path.display()))?;
-        Ok(RecordingWriter {
+        Ok(LocalWriter {
             file: BufWriter::with_capacity(256 * 1024, file),
             temp_path,
             final_path: self.path_of(key),
@@ -169,14 +167,14 @@ impl Drop for Scratch {
 
 /// A recording being written. Dropped without `commit`, it leaves only a
 /// temporary file that the next start removes.
-pub struct RecordingWriter {
+pub struct LocalWriter {
     file: BufWriter<File>,
     temp_path: PathBuf,
     final_path: PathBuf,
     dir: PathBuf,
 }
 
-impl RecordingWriter {
+impl LocalWriter {
     pub async fn write_all(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
         self.file
             .write_all(bytes)

@@ -1,0 +1,216 @@
+//! Recordings in S3-compatible object storage, through `object_store`,
+//! configured by the standard `AWS_*` variables (`AWS_ENDPOINT_URL`,
+//! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
+//!
+//! A recording is uploaded in parts and becomes visible, whole, when the
+//! multipart upload completes; that completion is what `commit` waits for,
+//! so chunks are only released once the object is durable. An upload a
+//! crash cuts short is never visible (the bucket's lifecycle rule for
+//! incomplete multipart uploads reclaims its parts).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+/// Bytes buffered before a part is uploaded (S3's minimum part is 5 MiB).
+const PART_BYTES: usize = 8 << 20;
+
+/// `s3://bucket/prefix`: where recordings go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    pub bucket: String,
+    /// Object keys start with this (no leading or trailing `/`); may be empty.
+    pub prefix: String,
+}
+
+impl S3Location {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{url:?} is not an s3://bucket/prefix URL"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("{url:?} names no bucket"));
+        }
+        Ok(Self {
+            bucket: bucket.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for S3Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.prefix)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Recordings {
+    store: Arc<AmazonS3>,
+    location: S3Location,
+}
+
+impl S3Recordings {
+    /// Connects and checks the bucket answers, so a wrong endpoint or key
+    /// fails the start rather than the first recording.
+    pub async fn open(location: S3Location) -> anyhow::Result<Self> {
+        let store = AmazonS3Builder::from_env()
+            .with_bucket_name(&location.bucket)
+            .build()
+            .with_context(|| format!("configuring {location} from the AWS_* variables"))?;
+        let recordings = Self {
+            store: Arc::new(store),
+            location,
+        };
+        // A listing, not a HEAD: a HEAD cannot tell a missing bucket from a
+        // missing object.
+        let prefix = recordings.prefix_path();
+        recordings
+            .store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .with_context(|| format!("reaching {}", recordings.location))?;
+        Ok(recordings)
+    }
+
+    fn prefix_path(&self) -> Option<Path> {
+        (!self.location.prefix.is_empty()).then(|| Path::from(self.location.prefix.as_str()))
+    }
+
+    fn path_of(&self, key: &str) -> Path {
+        if self.location.prefix.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.location.prefix))
+        }
+    }
+
+    pub fn create(&self, key: &str) -> S3Writer {
+        let store: Arc<dyn ObjectStore> = self.store.clone();
+        S3Writer {
+            upload: BufWriter::with_capacity(store, self.path_of(key), PART_BYTES),
+        }
+    }
+
+    pub async fn len(&self, key: &str) -> anyhow::Result<Option<u64>> {
+        match self.store.head(&self.path_of(key)).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context("reading a recording's size")),
+        }
+    }
+
+    /// Bytes `start..start + len`, as a ranged GET streamed as it arrives.
+    pub async fn read_range(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+    ) -> anyhow::Result<Box<dyn AsyncRead + Send + Unpin>> {
+        if len == 0 {
+            return Ok(Box::new(tokio::io::empty()));
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(start..start + len)),
+            ..GetOptions::default()
+        };
+        let got = self
+            .store
+            .get_opts(&self.path_of(key), options)
+            .await
+            .context("reading a recording")?;
+        let bytes = got.into_stream().map_err(std::io::Error::other);
+        Ok(Box::new(tokio_util::io::StreamReader::new(bytes)))
+    }
+
+    pub async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        match self.store.delete(&self.path_of(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context("deleting a recording")),
+        }
+    }
+
+    /// The keys of every recording under the prefix.
+    pub async fn keys(&self) -> anyhow::Result<Vec<String>> {
+        let prefix = self.prefix_path();
+        let listed: Vec<_> = self
+            .store
+            .list(prefix.as_ref())
+            .map(|meta| meta.map(|m| m.location.filename().unwrap_or_default().to_owned()))
+            .try_collect()
+            .await
+            .context("listing recordings")?;
+        Ok(listed)
+    }
+
+    /// A URL that lets its holder GET the recording for `valid_for`.
+    pub async fn presigned_url(&self, key: &str, valid_for: Duration) -> anyhow::Result<String> {
+        let url = self
+            .store
+            .signed_url(http::Method::GET, &self.path_of(key), valid_for)
+            .await
+            .context("signing a recording URL")?;
+        Ok(url.to_string())
+    }
+}
+
+/// A recording being uploaded; invisible until `commit` completes it.
+pub struct S3Writer {
+    upload: BufWriter,
+}
+
+impl S3Writer {
+    pub async fn write_all(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.upload
+            .write_all(bytes)
+            .await
+            .context("uploading a recording")
+    }
+
+    /// Uploads the last part and completes the upload: from here the object
+    /// is durable and visible.
+    pub async fn commit(mut self) -> anyhow::Result<()> {
+        self.upload
+            .shutdown()
+            .await
+            .context("completing a recording's upload")
+    }
+
+    /// Aborts the upload, dropping the parts sent.
+    pub async fn abandon(mut self) {
+        if let Err(e) = self.upload.abort().await {
+            tracing::warn!(error = %e, "aborting a recording's upload");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_urls_name_a_bucket_and_an_optional_prefix() {
+        let at = |bucket: &str, prefix: &str| S3Location {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+        };
+        assert_eq!(S3Location::parse("s3://b"), Ok(at("b", "")));
+        assert_eq!(S3Location::parse("s3://b/"), Ok(at("b", "")));
+        assert_eq!(
+            S3Location::parse("s3://b/rec/2026/"),
+            Ok(at("b", "rec/2026"))
+        );
+        assert!(S3Location::parse("s3:///x").is_err());
+        assert!(S3Location::parse("/var/spool").is_err());
+        assert!(S3Location::parse("gs://b/x").is_err());
+    }
+}

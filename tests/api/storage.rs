@@ -1,0 +1,81 @@
+//! Object storage settings. The whole suite runs against S3-compatible
+//! storage when `SPOOL_TEST_STORAGE` is set (see `helpers::test_storage`);
+//! these are the behaviours only object storage has.
+
+use spool::{App, Config};
+
+use crate::helpers::{spawn_app_with, test_storage};
+
+/// Whether object storage is configured; if not, the test says it is
+/// skipped. CI runs the suite a second time with it (see `.ci/run`).
+fn object_storage_or_skip(test: &str) -> bool {
+    let configured = std::env::var_os("SPOOL_TEST_STORAGE").is_some();
+    if !configured {
+        eprintln!("{test}: skipped, SPOOL_TEST_STORAGE is not set");
+    }
+    configured
+}
+
+#[tokio::test]
+async fn storage_redirect_without_object_storage_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::with_data_dir(dir.path());
+    config.storage = None;
+    config.storage_redirect = true;
+    let error = App::build(config)
+        .await
+        .err()
+        .expect("the start is refused");
+    assert!(
+        format!("{error:#}").contains("--storage-redirect needs --storage"),
+        "{error:#}"
+    );
+}
+
+/// With `--storage-redirect`, a download is a redirect to a presigned URL
+/// that serves the bytes, ranges included, without a credential; the
+/// redirect itself still needs the session's token.
+#[tokio::test]
+async fn a_recording_is_served_by_redirect_to_a_presigned_url() {
+    if !object_storage_or_skip("a_recording_is_served_by_redirect_to_a_presigned_url") {
+        return;
+    }
+    let app = spawn_app_with(|config| config.storage_redirect = true).await;
+    assert!(test_storage(&app.data_dir).is_some());
+    let (session, _) = app
+        .record(
+            "audio/ogg;codecs=opus",
+            &[b"served ".to_vec(), b"by S3".to_vec()],
+        )
+        .await;
+    let url = app.url(&format!("/v1/sessions/{}/recording", session.id));
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    let anonymous = no_redirects.get(&url).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    let redirect = no_redirects
+        .get(&url)
+        .bearer_auth(&session.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status(), 307);
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("X-Amz-Signature="), "{location}");
+
+    let whole = reqwest::get(&location).await.unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.bytes().await.unwrap(), &b"served by S3"[..]);
+    let part = no_redirects
+        .get(&location)
+        .header("range", "bytes=7-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(part.bytes().await.unwrap(), &b"by S3"[..]);
+}
