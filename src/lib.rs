@@ -15,7 +15,7 @@
 //! - [`writer`]: the one task that writes chunks, committing batches from every
 //!   connection in one transaction before anything is acknowledged.
 //! - [`finalize`]: the background job that joins a session's chunks into its recording.
-//! - [`storage`]: where finished recordings live (a local directory).
+//! - [`storage`]: where finished recordings live (a local directory, or S3-compatible object storage).
 //! - [`media`]: container parsing and the WebM rewrite (Duration, Cues) used by the join.
 //! - [`sweep`]: removes deleted sessions' data and whatever a crash left behind.
 //! - [`webhooks`]: signed `session.ready`/`session.failed` events from a durable outbox.
