@@ -50,7 +50,7 @@ pub async fn open_pool(path: &Path) -> anyhow::Result<SqlitePool> {
         .connect_with(options(path))
         .await
         .with_context(|| format!("opening database {}", path.display()))?;
-    sqlx::migrate!()
+    sqlx::migrate!("migrations/sqlite")
         .run(&pool)
         .await
         .context("running database migrations")?;
