@@ -322,6 +322,7 @@ const READ_SLICE_BYTES: i64 = 4 << 20;
 /// A stored chunk's row and payload size, as the read plans its slices.
 struct RowRef {
     row: i64,
+    idx: i64,
     bytes: i64,
 }
 
@@ -342,7 +343,7 @@ pub fn stream_prefix(
             return Ok::<_, sqlx::Error>(None);
         }
         let end = slice_end(&rows, at);
-        let chunks = read_rows(pool, &rows[at..end]).await?;
+        let chunks = read_rows(pool, seq, &rows[at..end]).await?;
         let chunks = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, sqlx::Error>));
         Ok(Some((chunks, Some((rows, end)))))
     })
@@ -375,6 +376,7 @@ async fn prefix_rows(pool: &SqlitePool, seq: i64, count: i64) -> sqlx::Result<Ve
         if last_idx != Some(key.idx) {
             rows.push(RowRef {
                 row: key.row,
+                idx: key.idx,
                 bytes: key.bytes,
             });
             last_idx = Some(key.idx);
@@ -398,14 +400,17 @@ fn slice_end(rows: &[RowRef], at: usize) -> usize {
     end
 }
 
-/// The chunks in `rows`, in that order (a row that is gone is left out).
-async fn read_rows(pool: &SqlitePool, rows: &[RowRef]) -> sqlx::Result<Vec<StoredChunk>> {
+/// The chunks in `rows`, in that order. A row that is gone, or whose id now
+/// holds another chunk (row ids of deleted rows are reused), is left out:
+/// the reader then reports that chunk missing instead of joining another's.
+async fn read_rows(pool: &SqlitePool, seq: i64, rows: &[RowRef]) -> sqlx::Result<Vec<StoredChunk>> {
     let ids: Vec<i64> = rows.iter().map(|r| r.row).collect();
     let wanted = serde_json::to_string(&ids).expect("integers serialize");
     let found = sqlx::query!(
         r#"SELECT rowid AS "row!", idx, flags, payload FROM chunks
-           WHERE rowid IN (SELECT value FROM json_each(?1))"#,
-        wanted
+           WHERE rowid IN (SELECT value FROM json_each(?1)) AND session = ?2"#,
+        wanted,
+        seq
     )
     .fetch_all(pool)
     .await?;
@@ -420,7 +425,10 @@ async fn read_rows(pool: &SqlitePool, rows: &[RowRef]) -> sqlx::Result<Vec<Store
             (r.row, chunk)
         })
         .collect();
-    Ok(rows.iter().filter_map(|r| by_row.remove(&r.row)).collect())
+    Ok(rows
+        .iter()
+        .filter_map(|r| by_row.remove(&r.row).filter(|chunk| chunk.idx == r.idx))
+        .collect())
 }
 
 /// Deletes up to `limit` of the session's chunks (the writer runs this in
@@ -477,12 +485,41 @@ mod tests {
         assert_eq!(run_end(0, &[0, 1, 2]), 3);
     }
 
+    /// A row id that now holds another session's chunk (ids of deleted rows
+    /// are reused) is never read as this session's.
+    #[tokio::test]
+    async fn a_reused_row_id_is_not_read_as_this_sessions_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::open_pool(&dir.path().join("spool.db"))
+            .await
+            .unwrap();
+        let row: i64 = sqlx::query_scalar(
+            "INSERT INTO chunks (block, session, idx, crc, flags, payload)
+             VALUES (1, 2, 0, 0, 0, x'00') RETURNING rowid",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        let pool = &pool;
+        let wanted = |session, idx| async move {
+            let key = RowRef { row, idx, bytes: 1 };
+            read_rows(pool, session, &[key]).await.unwrap().len()
+        };
+        assert_eq!(wanted(2, 0).await, 1);
+        assert_eq!(wanted(1, 0).await, 0, "another session's row");
+        assert_eq!(wanted(2, 5).await, 0, "another index's row");
+    }
+
     #[test]
     fn a_read_slice_stops_at_its_row_or_byte_bound_and_is_never_empty() {
         let rows = |sizes: &[i64]| -> Vec<RowRef> {
             sizes
                 .iter()
-                .map(|&bytes| RowRef { row: 0, bytes })
+                .map(|&bytes| RowRef {
+                    row: 0,
+                    idx: 0,
+                    bytes,
+                })
                 .collect()
         };
         assert_eq!(slice_end(&rows(&[10; 2000]), 0), READ_SLICE_ROWS);

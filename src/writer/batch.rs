@@ -179,8 +179,11 @@ pub(super) async fn commit_batch(
         let value = match (added.get_mut(session), new_indexes.get_mut(session)) {
             (Some(added), Some(indexes)) => {
                 // Nothing was stored past the prefix before this batch: the
-                // prefix grows by this batch's run from its end. Otherwise
-                // (a gap was being filled) ask the table.
+                // prefix grows by this batch's run from its end. If chunks
+                // past a gap were stored already, the prefix moves only when
+                // this batch fills the gap's first index; then the table says
+                // how far the run now reaches. (Asking it on every batch
+                // would read the whole run past the gap each time.)
                 let value = if max_before.is_none_or(|max| max < committed_before) {
                     indexes.sort_unstable();
                     let mut end = committed_before;
@@ -190,6 +193,8 @@ pub(super) async fn commit_batch(
                         }
                     }
                     end
+                } else if !indexes.contains(&committed_before) {
+                    committed_before
                 } else {
                     let blocks = gate.blocks.map_or(
                         BlockSpan {
@@ -601,6 +606,7 @@ mod tests {
         .unwrap();
         assert_eq!(kinds(&done.decisions), ["stored", "duplicate", "conflict"]);
         assert_eq!(done.stored_rows, 1);
+        assert_eq!(done.committed[&a], 2, "chunk 2 is still missing");
         let done = commit_batch(&mut conn, 5, &[chunk(a, 2, 1), chunk(a, 0, 3)])
             .await
             .unwrap();
