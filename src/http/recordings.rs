@@ -61,18 +61,6 @@ async fn download(
             crate::api::rfc3339(expired)
         )));
     }
-    if state.config.storage_redirect
-        && let Some(url) = state
-            .recordings
-            .presigned_url(id.as_str(), REDIRECT_VALID_FOR)
-            .await?
-    {
-        // The object store answers Range, HEAD and its own ETag from here.
-        let mut headers = HeaderMap::new();
-        headers.insert(header::LOCATION, header_value(&url)?);
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return Ok((StatusCode::TEMPORARY_REDIRECT, headers).into_response());
-    }
     let len = state.recordings.len(id.as_str()).await?.ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!(
             "session {id} is ready but its recording file is missing"
@@ -104,6 +92,21 @@ async fn download(
 
     if if_none_match(&request_headers, &etag) {
         return Ok((StatusCode::NOT_MODIFIED, headers).into_response());
+    }
+    // A GET may go straight to the object store. HEAD and conditional
+    // requests are answered here, with this server's ETag (the SHA-256) and
+    // headers: a presigned URL serves only the method it was signed for.
+    if method == Method::GET
+        && state.config.storage_redirect
+        && let Some(url) = state
+            .recordings
+            .presigned_url(id.as_str(), REDIRECT_VALID_FOR)
+            .await?
+    {
+        let mut redirect = HeaderMap::new();
+        redirect.insert(header::LOCATION, header_value(&url)?);
+        redirect.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return Ok((StatusCode::TEMPORARY_REDIRECT, redirect).into_response());
     }
     let range_header = request_headers
         .get(header::RANGE)

@@ -22,6 +22,9 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 
 /// Bytes buffered before a part is uploaded (S3's minimum part is 5 MiB).
 const PART_BYTES: usize = 8 << 20;
+/// Parts uploading at once per recording: with the part being filled, at
+/// most 24 MiB of a recording is in memory however long it is.
+const UPLOADS_IN_FLIGHT: usize = 2;
 
 /// `s3://bucket/prefix`: where recordings go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +100,8 @@ impl S3Recordings {
     pub fn create(&self, key: &str) -> S3Writer {
         let store: Arc<dyn ObjectStore> = self.store.clone();
         S3Writer {
-            upload: BufWriter::with_capacity(store, self.path_of(key), PART_BYTES),
+            upload: BufWriter::with_capacity(store, self.path_of(key), PART_BYTES)
+                .with_max_concurrency(UPLOADS_IN_FLIGHT),
         }
     }
 

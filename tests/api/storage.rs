@@ -4,7 +4,7 @@
 
 use spool::{App, Config};
 
-use crate::helpers::{spawn_app_with, test_storage};
+use crate::helpers::{sha256_hex, spawn_app_with, test_storage};
 
 /// Whether object storage is configured; if not, the test says it is
 /// skipped. CI runs the suite a second time with it (see `.ci/run`).
@@ -32,9 +32,10 @@ async fn storage_redirect_without_object_storage_is_refused_at_start() {
     );
 }
 
-/// With `--storage-redirect`, a download is a redirect to a presigned URL
-/// that serves the bytes, ranges included, without a credential; the
-/// redirect itself still needs the session's token.
+/// With `--storage-redirect`, a GET is a redirect to a presigned URL that
+/// serves the bytes, ranges included, without a credential; the redirect
+/// itself still needs the session's token, and HEAD and If-None-Match are
+/// answered by the server with its own ETag.
 #[tokio::test]
 async fn a_recording_is_served_by_redirect_to_a_presigned_url() {
     if !object_storage_or_skip("a_recording_is_served_by_redirect_to_a_presigned_url") {
@@ -65,6 +66,26 @@ async fn a_recording_is_served_by_redirect_to_a_presigned_url() {
         .unwrap();
     assert_eq!(redirect.status(), 307);
     let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+
+    // HEAD and conditional requests are answered here, with the SHA-256 ETag.
+    let head = no_redirects
+        .head(&url)
+        .bearer_auth(&session.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "12");
+    let etag = head.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(etag, format!("\"{}\"", sha256_hex(b"served by S3")));
+    let unchanged = no_redirects
+        .get(&url)
+        .bearer_auth(&session.token)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unchanged.status(), 304);
     assert!(location.contains("X-Amz-Signature="), "{location}");
 
     let whole = reqwest::get(&location).await.unwrap();

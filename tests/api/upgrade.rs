@@ -13,7 +13,9 @@ const BLOCK_LAYOUT: i64 = 20261203000000;
 /// A database at the schema before `version`, as an earlier release left it.
 async fn database_before(version: i64, path: &std::path::Path) -> sqlx::SqlitePool {
     let old = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap() {
+    for entry in
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/sqlite")).unwrap()
+    {
         let entry = entry.unwrap();
         let name = entry.file_name().to_string_lossy().into_owned();
         let file_version: i64 = name.split('_').next().unwrap().parse().unwrap();
