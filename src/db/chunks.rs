@@ -27,6 +27,20 @@ pub struct BlockSpan {
 }
 
 impl BlockSpan {
+    /// `span` widened to take in `block` (the span of rows just stored there).
+    pub fn including(span: Option<Self>, block: i64) -> Self {
+        match span {
+            Some(span) => Self {
+                first: span.first.min(block),
+                last: span.last.max(block),
+            },
+            None => Self {
+                first: block,
+                last: block,
+            },
+        }
+    }
+
     fn from_columns(first: Option<i64>, last: Option<i64>) -> Option<Self> {
         Some(Self {
             first: first?,
@@ -229,7 +243,7 @@ pub async fn contiguous_end(
 }
 
 /// Where the run starting at `from` ends in the sorted `indexes`.
-fn run_end(from: i64, indexes: &[i64]) -> i64 {
+pub fn run_end(from: i64, indexes: &[i64]) -> i64 {
     let mut end = from;
     for &index in indexes {
         if index == end {

@@ -186,26 +186,11 @@ pub(super) async fn commit_batch(
                 // would read the whole run past the gap each time.)
                 let value = if max_before.is_none_or(|max| max < committed_before) {
                     indexes.sort_unstable();
-                    let mut end = committed_before;
-                    for &index in indexes.iter() {
-                        if index == end {
-                            end += 1;
-                        }
-                    }
-                    end
+                    db::chunks::run_end(committed_before, indexes)
                 } else if !indexes.contains(&committed_before) {
                     committed_before
                 } else {
-                    let blocks = gate.blocks.map_or(
-                        BlockSpan {
-                            first: block,
-                            last: block,
-                        },
-                        |span| BlockSpan {
-                            first: span.first,
-                            last: span.last.max(block),
-                        },
-                    );
+                    let blocks = BlockSpan::including(gate.blocks, block);
                     db::chunks::contiguous_end(&mut tx, *session, blocks, committed_before)
                         .await
                         .context("reading the stored prefix")?

@@ -67,7 +67,10 @@ mod tests {
         let before = file_size();
 
         let mut tx = writer.begin().await.unwrap();
-        for n in 0..200 {
+        // 9,000 rows of 2 KiB: more WAL than SQLite's default 1,000-page
+        // threshold, so only the writer's raised threshold keeps it from
+        // checkpointing in this commit.
+        for n in 0..9_000 {
             sqlx::query("INSERT INTO chunks (block, session, idx, crc, flags, payload) VALUES (1, 1, ?, 0, 0, zeroblob(2048))")
                 .bind(n)
                 .execute(&mut *tx)
@@ -80,7 +83,7 @@ mod tests {
         let stop = CancellationToken::new();
         let task = spawn(&path, stop.clone()).await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while file_size() < before + 200 * 2048 {
+        while file_size() < before + 9_000 * 2048 {
             assert!(std::time::Instant::now() < deadline, "never checkpointed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
