@@ -178,6 +178,18 @@ pub struct Config {
     #[arg(long, env = "SPOOL_STORAGE_REDIRECT")]
     pub storage_redirect: bool,
 
+    /// PostgreSQL to keep sessions and chunks in, e.g. postgres://spool:…@db.internal/spool, so
+    /// several nodes can share them (each node then needs --storage s3://…). Unset: SQLite in
+    /// <data-dir>/spool.db.
+    #[arg(long, env = "SPOOL_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
+    pub database_url: Option<DatabaseUrl>,
+
+    /// How long a finalize step's claim on a session holds without renewal (a running step
+    /// renews it every third of this). Another node takes over a session whose step died once it
+    /// runs out.
+    #[arg(long, env = "SPOOL_FINALIZE_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub finalize_lease: Duration,
+
     /// Base URL clients reach this server at (e.g. https://rec.example.com), used for the
     /// `ws_url` and recording URLs handed out. Unset: taken from each request's Host header.
     #[arg(long, env = "SPOOL_PUBLIC_URL")]
@@ -238,6 +250,49 @@ impl Config {
     pub fn scratch_dir(&self) -> PathBuf {
         self.data_dir.join("scratch")
     }
+}
+
+/// A PostgreSQL URL. Its `Debug` hides the password, so settings can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        parse_database_url(raw)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match reqwest::Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("…"));
+                write!(f, "{:?}", url.as_str())
+            }
+            _ => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
+    let raw = raw.trim();
+    if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        Ok(DatabaseUrl(raw.to_owned()))
+    } else {
+        Err("expected postgres://user:password@host:port/database (unset for SQLite in the data directory)".into())
+    }
+}
+
+fn parse_lease(raw: &str) -> Result<Duration, String> {
+    let lease = parse_duration(raw)?;
+    if lease < Duration::from_secs(1) {
+        return Err("a lease under a second would be lost between renewals".into());
+    }
+    Ok(lease)
 }
 
 fn parse_origin(raw: &str) -> Result<String, String> {

@@ -51,6 +51,14 @@ impl ConnectionRegistry {
         }
     }
 
+    /// Tells the session's connection here, if any, that a newer one (on
+    /// another node) took over.
+    pub fn supersede(&self, session: i64) {
+        if let Some((_, notify)) = self.lock().remove(&session) {
+            let _ = notify.send(Eviction::Superseded);
+        }
+    }
+
     /// Tells the session's connection, if any, that the session is gone.
     pub fn evict(&self, session: i64) {
         if let Some((_, notify)) = self.lock().remove(&session) {

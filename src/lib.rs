@@ -11,7 +11,8 @@
 //!   [`server`]: accepts connections (timeouts, peers, a bounded stop).
 //! - [`http`]: the HTTP API, one module per feature; [`ingest`]: the WebSocket
 //!   protocol; [`api`]: what both share (credentials, errors, the session JSON);
-//!   [`connections`]: the one live socket of each session.
+//!   [`connections`]: the one live socket of each session; [`cluster`]: what
+//!   nodes sharing PostgreSQL tell each other (takeovers, deletes, finalizes).
 //! - [`writer`]: the one task that writes chunks, committing batches from every
 //!   connection in one transaction before anything is acknowledged.
 //! - [`finalize`]: the background job that joins a session's chunks into its recording.
@@ -19,7 +20,8 @@
 //! - [`media`]: container parsing and the WebM rewrite (Duration, Cues) used by the join.
 //! - [`sweep`]: removes deleted sessions' data and whatever a crash left behind.
 //! - [`webhooks`]: signed `session.ready`/`session.failed` events from a durable outbox.
-//! - [`db`]: SQLite queries, one function each; [`domain`]: parsed, validated types.
+//! - [`db`]: the `Database` interface, on SQLite (the default) or PostgreSQL;
+//!   [`domain`]: parsed, validated types.
 //! - [`state`]: the `AppState` every handler shares; [`metrics`]: counters for `/metrics`.
 //! - [`log_safe`]: escapes client-supplied text before it reaches a log line;
 //!   [`limits`]: how many sockets and new sessions clients may take.
@@ -35,6 +37,7 @@ pub mod admin_token;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod db;

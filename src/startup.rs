@@ -14,9 +14,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin_token;
 use crate::api::BaseUrl;
+use crate::cluster::{Cluster, Receivers};
 use crate::config::Config;
 use crate::connections::ConnectionRegistry;
-use crate::db;
+use crate::db::Database;
+use crate::db::postgres::PostgresDatabase;
+use crate::db::sqlite::SqliteDatabase;
 use crate::domain::Secret;
 use crate::finalize::{self, FinalizeRequests, Finalizer};
 use crate::limits::{CreationLimit, SocketSlots};
@@ -36,10 +39,11 @@ pub struct App {
     /// Delivers webhook events, when `--webhook-url` is set.
     dispatcher: Option<Dispatcher>,
     writer_task: JoinHandle<()>,
-    checkpoint_task: JoinHandle<()>,
+    /// SQLite's WAL checkpointer, or the PostgreSQL listener for other nodes' notices.
+    database_task: JoinHandle<()>,
     writer_stop: CancellationToken,
-    /// Held (locked) for as long as the app lives.
-    _data_lock: std::fs::File,
+    /// Held (locked) for as long as the app lives; SQLite only.
+    _data_lock: Option<std::fs::File>,
 }
 
 impl App {
@@ -49,23 +53,27 @@ impl App {
         tokio::fs::create_dir_all(&config.data_dir)
             .await
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        // One server per data directory: a second one would release this one's
-        // finalize claims and sweep its temporary files.
-        let data_lock = lock_data_dir(&config.data_dir)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
-        let database = config.database_path();
-        let pool = db::open_pool(&database).await?;
-        let released = db::finalize::release_stale_claims(&pool)
-            .await
-            .context("releasing finalize claims")?;
-        if released > 0 {
-            tracing::info!(
-                sessions = released,
-                "resuming finalize of sessions interrupted by the last stop"
-            );
-        }
+        let writer_stop = CancellationToken::new();
+        let connections = ConnectionRegistry::default();
+        let (finalized, _) = broadcast::channel(1024);
+        let opened = open_database(
+            &config,
+            Receivers {
+                connections: connections.clone(),
+                finalized: finalized.clone(),
+            },
+            writer_stop.clone(),
+        )
+        .await?;
+        let Opened {
+            db,
+            data_lock,
+            cluster,
+            task: database_task,
+        } = opened;
         let recordings = match &config.storage {
             None => Recordings::Local(LocalRecordings::open(config.recordings_dir()).await?),
             Some(location) => Recordings::S3 {
@@ -75,11 +83,6 @@ impl App {
         };
         let metrics = Arc::new(Metrics::default());
         let wakeup = Arc::new(Notify::new());
-        let writer_stop = CancellationToken::new();
-        let mut writer_conn = db::open_writer_connection(&database).await?;
-        let block = db::chunks::ArrivalBlock::resume(&mut writer_conn)
-            .await
-            .context("reading where the chunk table ends")?;
         let batch_rows = if config.one_chunk_per_commit {
             tracing::warn!(
                 "--one-chunk-per-commit: every chunk gets its own fsync (for comparisons only)"
@@ -88,24 +91,22 @@ impl App {
         } else {
             writer::MAX_BATCH_ROWS
         };
-        let checkpoint_task = writer::checkpoint::spawn(&database, writer_stop.clone()).await?;
         let (writer, writer_task) = writer::spawn(
-            writer_conn,
-            block,
+            db.chunk_writer().await?,
             batch_rows,
             metrics.clone(),
             wakeup.clone(),
             writer_stop.clone(),
         );
-        let (finalized, _) = broadcast::channel(1024);
-        let (finalize_now, finalize_requests) = finalize::finalize_now(pool.clone());
+        let (finalize_now, finalize_requests) =
+            finalize::finalize_now(db.clone(), config.finalize_lease);
         let state = AppState {
             api_key: config.api_key.as_deref().map(Secret::new),
             admin_token: admin_token::resolve(config.admin_token.as_deref(), &config.data_dir)?,
-            pool: pool.clone(),
+            db: db.clone(),
             writer: writer.clone(),
             recordings: recordings.clone(),
-            sweeper: Sweeper::new(pool.clone(), recordings.clone(), writer.clone()).with_retention(
+            sweeper: Sweeper::new(db.clone(), recordings.clone(), writer.clone()).with_retention(
                 config.keep_recordings.map(|keep| Retention {
                     keep,
                     metrics: metrics.clone(),
@@ -114,7 +115,8 @@ impl App {
             metrics: metrics.clone(),
             socket_slots: SocketSlots::new(config.max_connections),
             creation_limit: CreationLimit::new(config.max_sessions_per_minute).map(Arc::new),
-            connections: ConnectionRegistry::default(),
+            connections,
+            cluster: cluster.clone(),
             finalized: finalized.clone(),
             finalize_now,
             shutdown: CancellationToken::new(),
@@ -132,7 +134,7 @@ impl App {
             &events,
         ) {
             (Some(url), Some(secret), Some(events)) => Some(Dispatcher::new(
-                pool.clone(),
+                db.clone(),
                 url.clone(),
                 secret.clone(),
                 events,
@@ -141,7 +143,9 @@ impl App {
             _ => None,
         };
         let finalizer = Finalizer {
-            pool,
+            db,
+            lease: state.config.finalize_lease,
+            cluster,
             recordings,
             metrics,
             idle_after: state.config.idle_finalize_after,
@@ -157,7 +161,7 @@ impl App {
             finalize_requests,
             dispatcher,
             writer_task,
-            checkpoint_task,
+            database_task,
             writer_stop,
             _data_lock: data_lock,
         })
@@ -189,7 +193,7 @@ impl App {
             finalize_requests,
             dispatcher,
             writer_task,
-            checkpoint_task,
+            database_task,
             writer_stop,
             _data_lock,
         } = self;
@@ -237,13 +241,77 @@ impl App {
         }
         writer_stop.cancel();
         writer_task.await.context("the chunk writer panicked")?;
-        checkpoint_task
+        database_task
             .await
-            .context("the WAL checkpointer panicked")?;
-        state.pool.close().await;
+            .context("the database's background task panicked")?;
         tracing::info!("stopped cleanly");
         Ok(())
     }
+}
+
+/// The database as configured, and what comes with it.
+struct Opened {
+    db: Arc<dyn Database>,
+    /// SQLite: one server per data directory.
+    data_lock: Option<std::fs::File>,
+    cluster: Cluster,
+    /// SQLite's checkpointer, or PostgreSQL's listener; both stop with the writer.
+    task: JoinHandle<()>,
+}
+
+/// SQLite in the data directory, or PostgreSQL with `--database-url`.
+async fn open_database(
+    config: &Config,
+    receivers: Receivers,
+    stop: CancellationToken,
+) -> anyhow::Result<Opened> {
+    let Some(url) = &config.database_url else {
+        // One server per data directory: a second one would release this
+        // one's finalize claims and sweep its temporary files.
+        let data_lock = lock_data_dir(&config.data_dir)?;
+        let path = config.database_path();
+        let db = SqliteDatabase::open(&path).await?;
+        let released = db
+            .release_all_claims()
+            .await
+            .context("releasing finalize claims")?;
+        if released > 0 {
+            tracing::info!(
+                sessions = released,
+                "resuming finalize of sessions interrupted by the last stop"
+            );
+        }
+        let task = writer::checkpoint::spawn(&path, stop).await?;
+        return Ok(Opened {
+            db: Arc::new(db),
+            data_lock: Some(data_lock),
+            cluster: Cluster::single(),
+            task,
+        });
+    };
+    // Several nodes may share this database: no data-directory lock and no
+    // claims released at start (another node's step may hold them; a dead
+    // node's leases run out instead).
+    let db = PostgresDatabase::open(url.expose()).await?;
+    if config.storage.is_none() {
+        tracing::warn!(
+            "--database-url without --storage: recordings stay in this node's data directory, \
+             where other nodes cannot serve them; use --storage s3://… with several nodes"
+        );
+    }
+    if config.admin_token.is_none() {
+        tracing::warn!(
+            "--database-url without --admin-token: each node makes its own admin token; \
+             give every node the same --admin-token"
+        );
+    }
+    let (cluster, task) = Cluster::join(db.pool().clone(), receivers, stop).await?;
+    Ok(Opened {
+        db: Arc::new(db),
+        data_lock: None,
+        cluster,
+        task,
+    })
 }
 
 /// How long a stop waits for HTTP requests in progress, then for sockets to

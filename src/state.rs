@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use sqlx::SqlitePool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::connections::ConnectionRegistry;
+use crate::db::Database;
 use crate::domain::Secret;
 use crate::finalize::FinalizeNow;
 use crate::limits::{CreationLimit, SocketSlots};
@@ -19,7 +20,7 @@ use crate::writer::WriterHandle;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: SqlitePool,
+    pub db: Arc<dyn Database>,
     pub writer: WriterHandle,
     pub recordings: Recordings,
     /// Removes deleted sessions' data.
@@ -35,6 +36,8 @@ pub struct AppState {
     pub creation_limit: Option<Arc<CreationLimit>>,
     /// The live WebSocket of each session, for takeover and eviction.
     pub connections: ConnectionRegistry,
+    /// Tells other nodes (sharing PostgreSQL) of takeovers, deletes and finalizes.
+    pub cluster: Cluster,
     /// Session seqs the finalize job has just finished (ready or failed).
     pub finalized: broadcast::Sender<i64>,
     /// Hands a session to the finalize job out of turn.

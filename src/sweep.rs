@@ -16,12 +16,11 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::SqlitePool;
 use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
 
-use crate::db::{self, sessions::ChunkHolder, sessions::FileOwner};
+use crate::db::{self, Database, sessions::ChunkHolder, sessions::FileOwner};
 use crate::domain::{SessionId, SessionState};
 use crate::metrics::Metrics;
 use crate::storage::Recordings;
@@ -39,7 +38,7 @@ const PAGE: i64 = 100;
 /// Removes deleted sessions' data and whatever a crash or an error left.
 #[derive(Clone)]
 pub struct Sweeper {
-    pool: SqlitePool,
+    db: Arc<dyn Database>,
     recordings: Recordings,
     /// Chunk deletes go through the writer, like every chunk write.
     writer: WriterHandle,
@@ -65,9 +64,9 @@ pub struct Swept {
 }
 
 impl Sweeper {
-    pub fn new(pool: SqlitePool, recordings: Recordings, writer: WriterHandle) -> Self {
+    pub fn new(db: Arc<dyn Database>, recordings: Recordings, writer: WriterHandle) -> Self {
         Self {
-            pool,
+            db,
             recordings,
             writer,
             retention: None,
@@ -91,7 +90,8 @@ impl Sweeper {
             .delete(public_id)
             .await
             .context("deleting a deleted session's recording")?;
-        db::sessions::remove_deleted(&self.pool, seq)
+        self.db
+            .remove_deleted(seq)
             .await
             .context("removing a deleted session's row")?;
         Ok(chunks)
@@ -114,7 +114,9 @@ impl Sweeper {
     async fn purge_deleted(&self, swept: &mut Swept) -> anyhow::Result<()> {
         let mut after = 0;
         loop {
-            let page = db::sessions::deleted_sessions(&self.pool, after, PAGE)
+            let page = self
+                .db
+                .deleted_sessions(after, PAGE)
                 .await
                 .context("listing deleted sessions")?;
             let Some((last, _)) = page.last() else {
@@ -142,14 +144,17 @@ impl Sweeper {
         };
         let cutoff = db::now_ms() - i64::try_from(retention.keep.as_millis()).unwrap_or(i64::MAX);
         loop {
-            let due = db::sessions::recordings_to_expire(&self.pool, cutoff, PAGE)
+            let due = self
+                .db
+                .recordings_to_expire(cutoff, PAGE)
                 .await
                 .context("looking for recordings past retention")?;
             if due.is_empty() {
                 return Ok(());
             }
             for (seq, public_id) in due {
-                db::sessions::mark_expired(&self.pool, seq, db::now_ms())
+                self.db
+                    .mark_expired(seq, db::now_ms())
                     .await
                     .context("marking a recording expired")?;
                 match self.recordings.delete(&public_id).await {
@@ -167,12 +172,16 @@ impl Sweeper {
     /// Deletes the chunks of every session that no longer needs them.
     async fn release_garbage_chunks(&self, swept: &mut Swept) -> anyhow::Result<()> {
         let mut after = i64::MIN;
-        while let Some(seq) = db::chunks::next_session_with_chunks(&self.pool, after)
+        while let Some(seq) = self
+            .db
+            .next_session_with_chunks(after)
             .await
             .context("looking for sessions with chunks")?
         {
             after = seq;
-            let holder = db::sessions::chunk_holder(&self.pool, seq)
+            let holder = self
+                .db
+                .chunk_holder(seq)
                 .await
                 .context("reading a session's state")?;
             if needs_chunks(holder.as_ref()) {
@@ -194,7 +203,9 @@ impl Sweeper {
             if SessionId::parse(&key).is_err() {
                 continue;
             }
-            let owner = db::sessions::file_owner(&self.pool, &key)
+            let owner = self
+                .db
+                .file_owner(&key)
                 .await
                 .context("looking up a recording's session")?;
             if owns_recording(owner.as_ref()) {

@@ -77,6 +77,7 @@ pub async fn sessions_by_state(pool: &SqlitePool) -> sqlx::Result<Vec<(SessionSt
 }
 
 /// Byte and chunk totals over sessions that are not deleted.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Totals {
     pub chunks_received: i64,
     pub bytes_received: i64,

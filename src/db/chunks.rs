@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use futures_util::{Stream, TryStreamExt};
 use sqlx::{SqliteConnection, SqlitePool};
 
+use super::batch::Gate;
 use crate::domain::{ChunkFrame, SessionState};
 
 /// Arrivals per block. The block's slice of the index (~16 k entries, a few
@@ -83,25 +84,12 @@ impl ArrivalBlock {
     }
 }
 
-/// What the writer needs to know about a session before storing into it.
-#[derive(Debug, Clone)]
-pub struct Gate {
-    pub state: SessionState,
-    pub expected_chunks: Option<i64>,
-    pub max_index: Option<i64>,
-    /// Every index below this is stored.
-    pub committed: i64,
-    /// The finalize job has taken the session: no chunk may be added.
-    pub claimed: bool,
-    /// Where its rows are; `None` if it holds none.
-    pub blocks: Option<BlockSpan>,
-}
-
-/// The gates of `seqs` (sessions that do not exist are absent), in one query.
+/// The gates of `seqs` (sessions that do not exist are absent) and where
+/// the rows of those holding chunks are, in one query.
 pub async fn session_gates(
     conn: &mut SqliteConnection,
     seqs: &[i64],
-) -> sqlx::Result<HashMap<i64, Gate>> {
+) -> sqlx::Result<(HashMap<i64, Gate>, HashMap<i64, BlockSpan>)> {
     let seqs = serde_json::to_string(seqs).expect("integers serialize");
     let rows = sqlx::query!(
         r#"SELECT seq AS "seq!", state AS "state: SessionState", expected_chunks, max_index,
@@ -111,20 +99,22 @@ pub async fn session_gates(
     )
     .fetch_all(conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let gate = Gate {
-                state: r.state,
-                expected_chunks: r.expected_chunks,
-                max_index: r.max_index,
-                committed: r.committed,
-                claimed: r.finalize_claimed_at.is_some(),
-                blocks: BlockSpan::from_columns(r.first_block, r.last_block),
-            };
-            (r.seq, gate)
-        })
-        .collect())
+    let mut gates = HashMap::with_capacity(rows.len());
+    let mut spans = HashMap::new();
+    for r in rows {
+        let gate = Gate {
+            state: r.state,
+            expected_chunks: r.expected_chunks,
+            max_index: r.max_index,
+            committed: r.committed,
+            claimed: r.finalize_claimed_at.is_some(),
+        };
+        gates.insert(r.seq, gate);
+        if let Some(span) = BlockSpan::from_columns(r.first_block, r.last_block) {
+            spans.insert(r.seq, span);
+        }
+    }
+    Ok((gates, spans))
 }
 
 /// Where the session's rows are, if it holds any.
@@ -239,20 +229,7 @@ pub async fn contiguous_end(
     from: i64,
 ) -> sqlx::Result<i64> {
     let stored = indexes_from(conn, seq, blocks, from).await?;
-    Ok(run_end(from, &stored))
-}
-
-/// Where the run starting at `from` ends in the sorted `indexes`.
-pub fn run_end(from: i64, indexes: &[i64]) -> i64 {
-    let mut end = from;
-    for &index in indexes {
-        if index == end {
-            end += 1;
-        } else if index > end {
-            break;
-        }
-    }
-    end
+    Ok(super::batch::run_end(from, &stored))
 }
 
 /// What one batch did to a session's counters.
@@ -330,14 +307,14 @@ pub struct StoredChunk {
 /// Most chunks, and most payload bytes, read per statement when streaming a
 /// session: large enough that the per-statement cost fades, small enough to
 /// keep memory flat however big the chunks are.
-const READ_SLICE_ROWS: usize = 512;
-const READ_SLICE_BYTES: i64 = 4 << 20;
+pub(super) const READ_SLICE_ROWS: usize = 512;
+pub(super) const READ_SLICE_BYTES: i64 = 4 << 20;
 
 /// A stored chunk's row and payload size, as the read plans its slices.
-struct RowRef {
-    row: i64,
-    idx: i64,
-    bytes: i64,
+pub(super) struct RowRef {
+    pub(super) row: i64,
+    pub(super) idx: i64,
+    pub(super) bytes: i64,
 }
 
 /// Chunks `0..count` of a session in index order, streamed so a long
@@ -401,7 +378,7 @@ async fn prefix_rows(pool: &SqlitePool, seq: i64, count: i64) -> sqlx::Result<Ve
 
 /// Where the slice that starts at `at` ends: at the row or byte bound, and
 /// never empty.
-fn slice_end(rows: &[RowRef], at: usize) -> usize {
+pub(super) fn slice_end(rows: &[RowRef], at: usize) -> usize {
     let mut bytes = 0;
     let mut end = at;
     while end < rows.len() && end - at < READ_SLICE_ROWS {
@@ -491,20 +468,12 @@ pub async fn next_session_with_chunks(pool: &SqlitePool, after: i64) -> sqlx::Re
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_run_ends_at_the_first_missing_index() {
-        assert_eq!(run_end(5, &[]), 5);
-        assert_eq!(run_end(5, &[6, 7]), 5);
-        assert_eq!(run_end(5, &[5, 6, 8, 9]), 7);
-        assert_eq!(run_end(0, &[0, 1, 2]), 3);
-    }
-
     /// A row id that now holds another session's chunk (ids of deleted rows
     /// are reused) is never read as this session's.
     #[tokio::test]
     async fn a_reused_row_id_is_not_read_as_this_sessions_chunk() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::open_pool(&dir.path().join("spool.db"))
+        let pool = crate::db::sqlite::open_pool(&dir.path().join("spool.db"))
             .await
             .unwrap();
         let row: i64 = sqlx::query_scalar(

@@ -1,16 +1,17 @@
 //! Queries of the finalize job: claim a session, then record its outcome.
 //!
 //! A claim is a lease: `finalize_claimed_at` stops the writer from adding
-//! chunks, and a claim older than the lease (a crashed or stuck step) can be
-//! taken again. On start-up every lease is released at once.
+//! chunks, a running step renews it, and a claim older than the lease (a
+//! crashed or stuck step) can be taken again. Its value is the claim's
+//! token: the step's `ready` commits only while the claim is still its own.
+//! On a single node every lease is released at start-up.
 
 use sqlx::{SqliteConnection, SqlitePool};
 
-/// A claim older than this is taken to belong to a step that died.
-pub const LEASE_MS: i64 = 120_000;
+use super::webhooks::EventFor;
 
 /// The session a finalize step works on, as it was when claimed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claim {
     pub seq: i64,
     pub public_id: String,
@@ -22,6 +23,8 @@ pub struct Claim {
     pub bytes_received: i64,
     /// Failed attempts before this one.
     pub finalize_attempts: i64,
+    /// When the claim was taken or last renewed: its token.
+    pub claimed_at: i64,
 }
 
 /// Claims up to `limit` due sessions at once (one commit for all): those
@@ -31,9 +34,10 @@ pub async fn claim_due(
     pool: &SqlitePool,
     now: i64,
     idle_cutoff: i64,
+    lease_ms: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<Claim>> {
-    let lease_cutoff = now - LEASE_MS;
+    let lease_cutoff = now - lease_ms;
     sqlx::query_as!(
         Claim,
         r#"UPDATE sessions SET finalize_claimed_at = ?1, state = 'finishing', updated_at = ?1
@@ -46,7 +50,8 @@ pub async fn claim_due(
                       OR last_seen_at < ?3)
                ORDER BY last_seen_at LIMIT ?4)
            RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index,
-                     chunks_received, bytes_received, finalize_attempts"#,
+                     chunks_received, bytes_received, finalize_attempts,
+                     finalize_claimed_at AS "claimed_at!: i64""#,
         now,
         lease_cutoff,
         idle_cutoff,
@@ -59,21 +64,48 @@ pub async fn claim_due(
 /// Claims one given session now, whatever its state of completeness
 /// (an admin's "finalize now"). Returns `None` if it is not recording or
 /// finishing, or a finalize step holds it already.
-pub async fn claim_session(pool: &SqlitePool, seq: i64, now: i64) -> sqlx::Result<Option<Claim>> {
-    let lease_cutoff = now - LEASE_MS;
+pub async fn claim_session(
+    pool: &SqlitePool,
+    seq: i64,
+    now: i64,
+    lease_ms: i64,
+) -> sqlx::Result<Option<Claim>> {
+    let lease_cutoff = now - lease_ms;
     sqlx::query_as!(
         Claim,
         r#"UPDATE sessions SET finalize_claimed_at = ?2, state = 'finishing', updated_at = ?2
            WHERE seq = ?1 AND state IN ('recording', 'finishing')
              AND (finalize_claimed_at IS NULL OR finalize_claimed_at < ?3)
            RETURNING seq AS "seq!", public_id, mime_type, expected_chunks, committed, max_index,
-                     chunks_received, bytes_received, finalize_attempts"#,
+                     chunks_received, bytes_received, finalize_attempts,
+                     finalize_claimed_at AS "claimed_at!: i64""#,
         seq,
         now,
         lease_cutoff
     )
     .fetch_optional(pool)
     .await
+}
+
+/// Renews the claim taken at `claimed_at`, if it is still that one; returns
+/// the new token, or `None` if the claim was lost (taken over, or the
+/// session deleted).
+pub async fn renew_claim(
+    pool: &SqlitePool,
+    seq: i64,
+    claimed_at: i64,
+    now: i64,
+) -> sqlx::Result<Option<i64>> {
+    let renewed = sqlx::query!(
+        "UPDATE sessions SET finalize_claimed_at = ?3
+         WHERE seq = ?1 AND finalize_claimed_at = ?2 AND state = 'finishing'",
+        seq,
+        claimed_at,
+        now
+    )
+    .execute(pool)
+    .await?;
+    Ok((renewed.rows_affected() == 1).then_some(now))
 }
 
 /// Makes every claim immediately claimable again: run once at start-up,
@@ -108,8 +140,8 @@ pub enum MarkedReady {
     Ready,
     /// The session was deleted meanwhile: its recording is garbage.
     Deleted,
-    /// The session is no longer `finishing` (another step made it ready):
-    /// leave everything alone.
+    /// The session is no longer `finishing`, or another step holds its
+    /// claim now: leave everything alone.
     NotFinishing,
 }
 
@@ -120,6 +152,7 @@ pub enum MarkedReady {
 pub async fn mark_ready(
     tx: &mut SqliteConnection,
     seq: i64,
+    claimed_at: i64,
     facts: &RecordingFacts,
     now: i64,
 ) -> sqlx::Result<MarkedReady> {
@@ -127,8 +160,8 @@ pub async fn mark_ready(
         "UPDATE sessions SET state = 'ready', updated_at = ?2, ready_at = ?2, recording_bytes = ?3, recording_sha256 = ?4,
                 recording_source_bytes = ?5, recording_source_sha256 = ?6, recording_duration_ms = ?7,
                 recording_complete = ?8, recording_missing = ?9, failure_reason = NULL,
-                recording_rewritten = ?10
-         WHERE seq = ?1 AND state = 'finishing'",
+                recording_rewritten = ?10, finalize_claimed_at = NULL
+         WHERE seq = ?1 AND state = 'finishing' AND finalize_claimed_at = ?11",
         seq,
         now,
         facts.bytes,
@@ -138,7 +171,8 @@ pub async fn mark_ready(
         facts.duration_ms,
         facts.complete,
         facts.missing_json,
-        facts.rewritten
+        facts.rewritten,
+        claimed_at
     )
     .execute(&mut *tx)
     .await?;
@@ -159,15 +193,18 @@ pub async fn mark_ready(
     Ok(outcome)
 }
 
-/// Ends the session as failed (it has nothing to join); its chunks are
-/// deleted afterwards, like a ready session's. Returns false if the session
-/// was no longer `finishing` (deleted meanwhile): then nothing changed.
+/// Ends the session as failed (it has nothing to join) and records its
+/// webhook event, in one transaction; its chunks are deleted afterwards,
+/// like a ready session's. Returns false if the session was no longer
+/// `finishing` (deleted meanwhile): then nothing changed.
 pub async fn mark_failed(
-    tx: &mut SqliteConnection,
+    pool: &SqlitePool,
     seq: i64,
     reason: &str,
     now: i64,
+    event: Option<&EventFor>,
 ) -> sqlx::Result<bool> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let marked = sqlx::query!(
         "UPDATE sessions SET state = 'failed', failure_reason = ?2, updated_at = ?3, finalize_claimed_at = NULL
          WHERE seq = ?1 AND state = 'finishing'",
@@ -175,28 +212,36 @@ pub async fn mark_failed(
         reason,
         now
     )
-    .execute(tx)
-    .await?;
-    Ok(marked.rows_affected() == 1)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if marked && let Some(event) = event {
+        super::webhooks::enqueue_for(&mut tx, seq, event).await?;
+    }
+    tx.commit().await?;
+    Ok(marked)
 }
 
 /// Counts a failed attempt, notes why, and moves the claim so the session
-/// is taken again only after `retry_after_ms`. Returns the attempts so far,
-/// or `None` if the session is no longer being finalized (deleted meanwhile).
+/// is taken again only after `claimable_at` (its lease then seems expired).
+/// Returns the attempts so far, or `None` if the session is no longer being
+/// finalized (deleted meanwhile).
 pub async fn record_attempt_failed(
     pool: &SqlitePool,
     seq: i64,
+    claimed_at: i64,
     reason: &str,
-    retry_after_ms: i64,
-    now: i64,
+    claimable_at: i64,
 ) -> sqlx::Result<Option<i64>> {
-    let claimable_at = now - LEASE_MS + retry_after_ms;
     sqlx::query_scalar!(
         "UPDATE sessions SET finalize_attempts = finalize_attempts + 1, finalize_claimed_at = ?2, failure_reason = ?3
-         WHERE seq = ?1 AND state IN ('recording', 'finishing') RETURNING finalize_attempts",
+         WHERE seq = ?1 AND state IN ('recording', 'finishing') AND finalize_claimed_at = ?4
+         RETURNING finalize_attempts",
         seq,
         claimable_at,
-        reason
+        reason,
+        claimed_at
     )
     .fetch_optional(pool)
     .await

@@ -197,7 +197,7 @@ pub async fn deleted_sessions(
 }
 
 /// What decides whether a session still needs its chunks.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChunkHolder {
     pub state: String,
     /// Chunks below this were acknowledged.
@@ -227,7 +227,7 @@ pub async fn state_by_public_id(
 }
 
 /// What decides whether a recording file still has an owner.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct FileOwner {
     pub state: String,
     pub expired: bool,

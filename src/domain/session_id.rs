@@ -45,15 +45,27 @@ impl fmt::Display for SessionId {
 pub struct InvalidSessionId;
 
 /// Read back from the database through `parse`, like any other input.
-impl sqlx::Type<sqlx::Sqlite> for SessionId {
-    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
-        <str as sqlx::Type<sqlx::Sqlite>>::type_info()
+impl<DB: sqlx::Database> sqlx::Type<DB> for SessionId
+where
+    str: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as sqlx::Type<DB>>::compatible(ty)
     }
 }
 
-impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for SessionId {
-    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for SessionId
+where
+    &'r str: sqlx::Decode<'r, DB>,
+{
+    fn decode(
+        value: <DB as sqlx::Database>::ValueRef<'r>,
+    ) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<DB>>::decode(value)?;
         Ok(Self::parse(text)?)
     }
 }

@@ -59,15 +59,27 @@ impl std::fmt::Display for SessionState {
 
 /// Stored as its text; a stored value this version does not know is a
 /// decoding error, never a silent default.
-impl sqlx::Type<sqlx::Sqlite> for SessionState {
-    fn type_info() -> sqlx::sqlite::SqliteTypeInfo {
-        <str as sqlx::Type<sqlx::Sqlite>>::type_info()
+impl<DB: sqlx::Database> sqlx::Type<DB> for SessionState
+where
+    str: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <str as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <str as sqlx::Type<DB>>::compatible(ty)
     }
 }
 
-impl<'r> sqlx::Decode<'r, sqlx::Sqlite> for SessionState {
-    fn decode(value: sqlx::sqlite::SqliteValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        let text = <&str as sqlx::Decode<sqlx::Sqlite>>::decode(value)?;
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for SessionState
+where
+    &'r str: sqlx::Decode<'r, DB>,
+{
+    fn decode(
+        value: <DB as sqlx::Database>::ValueRef<'r>,
+    ) -> Result<Self, sqlx::error::BoxDynError> {
+        let text = <&str as sqlx::Decode<DB>>::decode(value)?;
         Ok(Self::parse(text)?)
     }
 }

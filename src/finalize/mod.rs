@@ -4,10 +4,13 @@
 //! runs a step for each, up to `PARALLEL_STEPS` (8) at a time. A step joins
 //! a session's chunks into a file that is durable
 //! before anything else changes, marks the session `ready`, and only then
-//! deletes its chunks (in slices, so the writer never waits long). A crash
-//! before `ready` leaves the claim, which the next start releases, and the
-//! step runs again from the chunks; the old temporary file is swept and the
-//! rename is atomic. A crash after `ready` leaves garbage chunks, which
+//! deletes its chunks (in slices, so the writer never waits long). A claim
+//! is a lease the step renews while it runs: a crash before `ready` leaves
+//! the claim, which the next start releases (one node) or which expires and
+//! another node takes (several), and the step runs again from the chunks;
+//! the old temporary file is swept and the rename (or the multipart
+//! upload's completion) is atomic. `ready` commits only while the step still
+//! holds its claim, so two steps never both finish one session. A crash after `ready` leaves garbage chunks, which
 //! [`crate::sweep`] deletes. There is never a half file served nor a chunk deleted
 //! too soon. A failing step is retried with backoff, never abandoned.
 
@@ -18,12 +21,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::{StreamExt, TryStreamExt};
-use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::db::{self, finalize::Claim, finalize::MarkedReady, finalize::RecordingFacts};
+use crate::cluster::{Cluster, Notice};
+use crate::db::{self, Database, finalize::Claim, finalize::MarkedReady, finalize::RecordingFacts};
 use crate::domain::{FLAG_NEW_STREAM, MimeType, SessionState};
 use crate::metrics::Metrics;
 use crate::storage::Recordings;
@@ -56,7 +59,9 @@ pub enum Outcome {
 /// Everything the finalize job needs; cheap to clone.
 #[derive(Clone)]
 pub struct Finalizer {
-    pub pool: SqlitePool,
+    pub db: Arc<dyn Database>,
+    /// How long a claim holds without renewal (`--finalize-lease`).
+    pub lease: Duration,
     pub recordings: Recordings,
     pub metrics: Arc<Metrics>,
     pub idle_after: Duration,
@@ -64,6 +69,8 @@ pub struct Finalizer {
     pub wakeup: Arc<Notify>,
     /// Tells open sockets that a session (by seq) became ready or failed.
     pub finalized: broadcast::Sender<i64>,
+    /// Tells other nodes' sockets the same.
+    pub cluster: Cluster,
     /// Webhook events, when `--webhook-url` is set.
     pub events: Option<Events>,
     /// Deletes the chunks of finished sessions.
@@ -75,7 +82,8 @@ impl Finalizer {
     async fn claim_due(&self, limit: usize) -> anyhow::Result<Vec<Claim>> {
         let now = db::now_ms();
         let idle_cutoff = now - i64::try_from(self.idle_after.as_millis()).unwrap_or(i64::MAX);
-        db::finalize::claim_due(&self.pool, now, idle_cutoff, limit as i64)
+        self.db
+            .claim_due(now, idle_cutoff, lease_ms(self.lease), limit as i64)
             .await
             .context("claiming sessions to finalize")
     }
@@ -87,15 +95,18 @@ impl Finalizer {
     }
 
     async fn finalize_claimed_inner(&self, claim: Claim) -> Outcome {
-        let outcome = match self.finalize_step(&claim).await {
+        let lease = Lease::new(&claim);
+        let step = self.finalize_step(&claim, &lease);
+        let outcome = match lease.renewed_while(self, step).await {
             Ok(outcome) => outcome,
-            Err(err) => self.retry_later(&claim, err).await,
+            Err(err) => self.retry_later(&claim, &lease, err).await,
         };
         let _ = self.finalized.send(claim.seq); // nobody listening is fine
+        self.cluster.send(Notice::Finalized(claim.seq)).await;
         outcome
     }
 
-    async fn finalize_step(&self, claim: &Claim) -> anyhow::Result<Outcome> {
+    async fn finalize_step(&self, claim: &Claim, lease: &Lease) -> anyhow::Result<Outcome> {
         let id = claim.public_id.clone();
         let started = std::time::Instant::now();
         let now = db::now_ms();
@@ -103,7 +114,7 @@ impl Finalizer {
             return self.nothing_to_join(claim, now).await;
         };
         let marked = self
-            .mark_ready(claim.seq, &facts, now)
+            .mark_ready(claim.seq, lease.token(), &facts, now)
             .await
             .context("marking the session ready")?;
         match marked {
@@ -140,42 +151,28 @@ impl Finalizer {
     async fn mark_ready(
         &self,
         seq: i64,
+        claimed_at: i64,
         facts: &RecordingFacts,
         now: i64,
     ) -> anyhow::Result<MarkedReady> {
         Ok(self
             .writer
-            .mark_ready(seq, facts.clone(), now, self.events.clone())
+            .mark_ready(seq, claimed_at, facts.clone(), now, self.events.clone())
             .await?)
     }
 
     /// Marks the session failed and records its webhook event, in one transaction.
     async fn mark_failed(&self, seq: i64, reason: &str, now: i64) -> sqlx::Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let marked = db::finalize::mark_failed(&mut tx, seq, reason, now).await?;
-        if marked {
-            self.record_event(&mut tx, EventKind::SessionFailed, seq, now)
-                .await?;
-        }
-        tx.commit().await?;
+        let event = self
+            .events
+            .as_ref()
+            .map(|events| events.event_for(EventKind::SessionFailed, now));
+        let marked = self
+            .db
+            .mark_failed(seq, reason, now, event.as_deref())
+            .await?;
         self.events_committed();
         Ok(marked)
-    }
-
-    async fn record_event(
-        &self,
-        tx: &mut SqliteConnection,
-        kind: EventKind,
-        seq: i64,
-        now: i64,
-    ) -> sqlx::Result<()> {
-        let Some(events) = &self.events else {
-            return Ok(());
-        };
-        match db::sessions::find_by_seq(tx, seq).await? {
-            Some(row) => events.record(tx, kind, &row, now).await,
-            None => Ok(()),
-        }
     }
 
     fn events_committed(&self) {
@@ -187,7 +184,7 @@ impl Finalizer {
     /// A file this step committed before failing is garbage if the session
     /// was deleted meanwhile (and is someone else's if it became ready).
     async fn discard_if_deleted(&self, public_id: &str) {
-        let deleted = match db::sessions::state_by_public_id(&self.pool, public_id).await {
+        let deleted = match self.db.state_by_public_id(public_id).await {
             Ok(state) => state.is_none_or(|state| state == SessionState::Deleted.as_str()),
             Err(_) => false, // the start-up sweep decides later
         };
@@ -198,7 +195,7 @@ impl Finalizer {
 
     fn sweeper(&self) -> Sweeper {
         Sweeper::new(
-            self.pool.clone(),
+            self.db.clone(),
             self.recordings.clone(),
             self.writer.clone(),
         )
@@ -211,7 +208,7 @@ impl Finalizer {
     async fn nothing_to_join(&self, claim: &Claim, now: i64) -> anyhow::Result<Outcome> {
         let id = claim.public_id.clone();
         if claim.chunks_received == 0 {
-            if db::sessions::mark_deleted(&self.pool, claim.seq, now).await? {
+            if self.db.mark_deleted(claim.seq, now).await? {
                 tracing::info!("no chunk ever arrived; abandoned session removed");
             }
             self.sweeper().purge(claim.seq, &id).await?;
@@ -237,25 +234,22 @@ impl Finalizer {
     /// A step failed (a full disk, say): keep the claim, so no chunk can be
     /// added, and try again later, backing off. Never gives up: the chunks
     /// are acknowledged and must end up in a recording.
-    async fn retry_later(&self, claim: &Claim, err: anyhow::Error) -> Outcome {
+    async fn retry_later(&self, claim: &Claim, lease: &Lease, err: anyhow::Error) -> Outcome {
         self.metrics.finalize_failed();
         let reason = format!("finalize failed, will retry: {err:#}");
-        let now = db::now_ms();
         let delay = retry_delay(claim.finalize_attempts);
-        match db::finalize::record_attempt_failed(
-            &self.pool,
-            claim.seq,
-            &reason,
-            delay.as_millis() as i64,
-            now,
-        )
-        .await
+        // Backdated so that the lease seems to run out when the delay does.
+        let claimable_at = db::now_ms() - lease_ms(self.lease) + delay.as_millis() as i64;
+        match self
+            .db
+            .record_attempt_failed(claim.seq, lease.token(), &reason, claimable_at)
+            .await
         {
             Ok(Some(attempts)) => {
                 tracing::error!(error = %format!("{err:#}"), attempts, retry_in = ?delay, "finalize failed")
             }
             Ok(None) => {
-                tracing::info!("session no longer being finalized; nothing to retry");
+                tracing::info!("session no longer being finalized by this step; nothing to retry");
                 self.discard_if_deleted(&claim.public_id).await;
                 return Outcome::Discarded(claim.public_id.clone());
             }
@@ -279,8 +273,8 @@ impl Finalizer {
             return Ok(None);
         }
         let mime = MimeType::parse(&claim.mime_type).unwrap_or_else(|_| MimeType::octet_stream());
-        let pool = &self.pool;
-        let read_chunks = || Box::pin(read_prefix(pool, claim.seq, count));
+        let db = self.db.as_ref();
+        let read_chunks = || Box::pin(read_prefix(db, claim.seq, count));
         let mut out = self.recordings.create(&claim.public_id).await?;
         let joined = match join::join_chunks(
             &mime,
@@ -322,7 +316,8 @@ impl Finalizer {
 /// Hands sessions to the finalize job out of turn (an admin's "finalize now").
 #[derive(Clone)]
 pub struct FinalizeNow {
-    pool: SqlitePool,
+    db: Arc<dyn Database>,
+    lease: Duration,
     requests: mpsc::UnboundedSender<Claim>,
 }
 
@@ -345,7 +340,11 @@ impl FinalizeNow {
         if !state.accepts_chunks() {
             return Ok(Requested::Finished);
         }
-        match db::finalize::claim_session(&self.pool, seq, db::now_ms()).await? {
+        match self
+            .db
+            .claim_session(seq, db::now_ms(), lease_ms(self.lease))
+            .await?
+        {
             Some(claim) => {
                 let _ = self.requests.send(claim); // closed only while stopping
                 Ok(Requested::Queued)
@@ -358,9 +357,16 @@ impl FinalizeNow {
 /// The job's end of [`FinalizeNow`].
 pub struct FinalizeRequests(mpsc::UnboundedReceiver<Claim>);
 
-pub fn finalize_now(pool: SqlitePool) -> (FinalizeNow, FinalizeRequests) {
+pub fn finalize_now(db: Arc<dyn Database>, lease: Duration) -> (FinalizeNow, FinalizeRequests) {
     let (requests, receiver) = mpsc::unbounded_channel();
-    (FinalizeNow { pool, requests }, FinalizeRequests(receiver))
+    (
+        FinalizeNow {
+            db,
+            lease,
+            requests,
+        },
+        FinalizeRequests(receiver),
+    )
 }
 
 /// Runs steps until `stop` is cancelled, taking "finalize now" requests
@@ -424,6 +430,69 @@ pub async fn run(finalizer: Finalizer, mut requests: FinalizeRequests, stop: Can
     tracing::debug!("finalize job stopped");
 }
 
+fn lease_ms(lease: Duration) -> i64 {
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A held claim. Its token (the claim's time) moves on with each renewal;
+/// `ready` commits only with the current one.
+struct Lease {
+    seq: i64,
+    token: std::sync::atomic::AtomicI64,
+}
+
+impl Lease {
+    fn new(claim: &Claim) -> Self {
+        Self {
+            seq: claim.seq,
+            token: std::sync::atomic::AtomicI64::new(claim.claimed_at),
+        }
+    }
+
+    fn token(&self) -> i64 {
+        self.token.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Runs `step`, renewing the claim every third of the lease meanwhile,
+    /// so a long join keeps its session. A claim found lost (the lease ran
+    /// out and another step took it) is not renewed again; that step's
+    /// `ready` will then be refused.
+    async fn renewed_while<T>(
+        &self,
+        finalizer: &Finalizer,
+        step: impl std::future::Future<Output = T>,
+    ) -> T {
+        let renewals = async {
+            loop {
+                tokio::time::sleep(finalizer.lease / 3).await;
+                match finalizer
+                    .db
+                    .renew_claim(self.seq, self.token(), db::now_ms())
+                    .await
+                {
+                    Ok(Some(token)) => self
+                        .token
+                        .store(token, std::sync::atomic::Ordering::Release),
+                    Ok(None) => {
+                        tracing::warn!("the finalize claim was lost: its lease ran out");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "renewing the finalize claim failed; retrying")
+                    }
+                }
+            }
+        };
+        tokio::pin!(step);
+        tokio::select! {
+            biased;
+            done = &mut step => return done,
+            () = renewals => {}
+        }
+        step.await
+    }
+}
+
 /// 5 s after the first failure, doubling, at most an hour.
 fn retry_delay(attempts_so_far: i64) -> Duration {
     let doublings = u32::try_from(attempts_so_far.clamp(0, 10)).unwrap_or(10);
@@ -433,13 +502,13 @@ fn retry_delay(attempts_so_far: i64) -> Duration {
 /// Chunks `0..count` of a session, in order, as the join takes them; a gap
 /// or a short read is an error, never a shorter recording.
 fn read_prefix(
-    pool: &SqlitePool,
+    db: &dyn Database,
     seq: i64,
     count: i64,
 ) -> impl futures_util::Stream<Item = anyhow::Result<join::SourceChunk>> + Send + '_ {
     let read = Arc::new(std::sync::atomic::AtomicI64::new(0));
     let counted = read.clone();
-    db::chunks::stream_prefix(pool, seq, count)
+    db.stream_prefix(seq, count)
         .map_err(anyhow::Error::from)
         .map(move |chunk| {
             let chunk = chunk?;

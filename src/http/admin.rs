@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use crate::api::{
     AdminSessionDetail, AdminSessionView, ApiError, BaseUrl, Credential, ErrorBody, SessionPath,
 };
-use crate::db::{self, admin::ListFilter};
+use crate::db::admin::ListFilter;
 use crate::domain::SessionState;
 use crate::finalize::Requested;
 use crate::http::load_session;
@@ -61,14 +61,13 @@ async fn list_sessions(
 ) -> Result<Json<SessionList>, ApiError> {
     credential.authorize_admin(&state)?;
     let filter = parse_filter(query.as_deref().unwrap_or(""))?;
-    let mut rows = db::admin::list_sessions(
-        &state.pool,
-        &ListFilter {
+    let mut rows = state
+        .db
+        .list_sessions(&ListFilter {
             limit: filter.limit + 1, // one more says whether a next page exists
             ..filter.clone()
-        },
-    )
-    .await?;
+        })
+        .await?;
     let next_cursor = if rows.len() as i64 > filter.limit {
         rows.truncate(filter.limit as usize);
         rows.last().map(|row| encode_cursor(row.seq))
@@ -97,7 +96,7 @@ async fn session_detail(
 ) -> Result<Json<AdminSessionDetail>, ApiError> {
     credential.authorize_admin(&state)?;
     let row = load_session(&state, &id).await?;
-    let stored = db::chunks::stored_indexes(&state.pool, row.seq).await?;
+    let stored = state.db.stored_indexes(row.seq).await?;
     Ok(Json(AdminSessionDetail::new(&row, &base, &stored)))
 }
 
@@ -162,7 +161,7 @@ async fn stats(
 ) -> Result<Json<Stats>, ApiError> {
     credential.authorize_admin(&state)?;
     let mut sessions = StateCounts::default();
-    for (session_state, count) in db::admin::sessions_by_state(&state.pool).await? {
+    for (session_state, count) in state.db.sessions_by_state().await? {
         match session_state {
             SessionState::Recording => sessions.recording = count,
             SessionState::Finishing => sessions.finishing = count,
@@ -171,7 +170,7 @@ async fn stats(
             SessionState::Deleted => {}
         }
     }
-    let totals = db::admin::totals(&state.pool).await?;
+    let totals = state.db.totals().await?;
     Ok(Json(Stats {
         sessions,
         chunks_stored: totals.chunks_received,

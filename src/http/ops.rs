@@ -9,7 +9,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::{ApiError, ErrorBody};
-use crate::db;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -22,14 +21,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "{\"status\": \"ok\"}"), (status = 500, body = ErrorBody)))]
 async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    sqlx::query_scalar!("SELECT 1 AS one")
-        .fetch_one(&state.pool)
-        .await
-        .map_err(|e| {
-            ApiError::Internal(
-                anyhow::Error::from(e).context("health check: database did not answer"),
-            )
-        })?;
+    state.db.ping().await.map_err(|e| {
+        ApiError::Internal(anyhow::Error::from(e).context("health check: database did not answer"))
+    })?;
     Ok((StatusCode::OK, Json(json!({ "status": "ok" }))))
 }
 
@@ -37,7 +31,7 @@ async fn healthz(State(state): State<AppState>) -> Result<impl IntoResponse, Api
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let sessions = db::admin::sessions_by_state(&state.pool).await?;
+    let sessions = state.db.sessions_by_state().await?;
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use crate::api::{ApiError, ErrorBody, SessionView};
 use crate::api::{BaseUrl, JsonBody, SessionPath};
 use crate::api::{Creator, Credential};
+use crate::cluster::Notice;
 use crate::db::{self, sessions::NewSession, sessions::SessionRow};
 use crate::domain::{MimeType, SessionId, SessionState, Token, finish_count};
 use crate::server::Peer;
@@ -112,7 +113,7 @@ async fn create_session(
         mime_type: &mime_type,
         metadata_json: &metadata_json,
     };
-    db::sessions::insert_session(&state.pool, new, db::now_ms()).await?;
+    state.db.insert_session(new, db::now_ms()).await?;
     state.metrics.session_created();
     tracing::info!(session = %id, mime_type = %mime_type, "session created");
     let body = SessionCreated {
@@ -126,7 +127,9 @@ async fn create_session(
 
 /// Loads a session or answers 404.
 pub async fn load_session(state: &AppState, id: &SessionId) -> Result<SessionRow, ApiError> {
-    db::sessions::find_session(&state.pool, id)
+    state
+        .db
+        .find_session(id)
         .await?
         .ok_or(ApiError::NotFound("session"))
 }
@@ -218,10 +221,11 @@ async fn delete_session(
 ) -> Result<StatusCode, ApiError> {
     let row = load_session(&state, &id).await?;
     credential.authorize_session(&state, &row)?;
-    if !db::sessions::mark_deleted(&state.pool, row.seq, db::now_ms()).await? {
+    if !state.db.mark_deleted(row.seq, db::now_ms()).await? {
         return Err(ApiError::NotFound("session"));
     }
     state.connections.evict(row.seq);
+    state.cluster.send(Notice::Deleted(row.seq)).await;
     tracing::info!(session = %id, "session deleted");
     let sweeper = state.sweeper.clone();
     let purge = state.tasks.spawn(async move {

@@ -14,6 +14,7 @@ use super::rate::RateLimit;
 use super::slow_message::{self, PartialMessageWatch};
 use super::socket::{Connection, send_text};
 use crate::api::{BaseUrl, RecordingView, ServerMessage};
+use crate::cluster::Notice;
 use crate::connections::Eviction;
 use crate::db;
 use crate::db::sessions::ClientInfo;
@@ -71,6 +72,8 @@ impl Session {
         E: std::fmt::Display,
     {
         let mut registration = self.app.connections.register(self.seq);
+        // An older socket of this session on another node closes with 4499.
+        self.app.cluster.send(Notice::Connected(self.seq)).await;
         let ready = match self.greet().await {
             Ok(ready) => ready,
             Err(reason) => return reason,
@@ -139,7 +142,10 @@ impl Session {
             CloseReason::Internal
         };
         self.app.writer.connected(self.seq, self.client.clone());
-        let row = db::sessions::find_session(&self.app.pool, &self.id)
+        let row = self
+            .app
+            .db
+            .find_session(&self.id)
             .await
             .map_err(internal)?
             .ok_or(CloseReason::UnknownSession)?;
@@ -287,7 +293,7 @@ impl Session {
         if seq.is_some_and(|seq| seq != self.seq) {
             return Ok(());
         }
-        let row = match db::sessions::find_session(&self.app.pool, &self.id).await {
+        let row = match self.app.db.find_session(&self.id).await {
             Ok(Some(row)) => row,
             Ok(None) => return Err(CloseReason::NotAccepting("the session was deleted".into())),
             Err(e) => {

@@ -68,7 +68,10 @@ async fn admit(connection: &Connection) -> Result<db::sessions::SessionRow, Clos
     }
     overload::admit(connection.state.writer.lag())?;
     let id = SessionId::parse(&connection.session).map_err(|_| CloseReason::UnknownSession)?;
-    let row = db::sessions::find_session(&connection.state.pool, &id)
+    let row = connection
+        .state
+        .db
+        .find_session(&id)
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "looking up a session");

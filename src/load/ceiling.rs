@@ -37,9 +37,9 @@ pub async fn measure(
 ) -> anyhow::Result<Ceiling> {
     let sessions = sessions.max(1);
     let path = dir.join("ceiling.db");
-    let pool = db::open_pool(&path).await?;
+    let pool = db::sqlite::open_pool(&path).await?;
     pool.close().await;
-    let mut conn = db::open_writer_connection(&path).await?;
+    let mut conn = db::sqlite::open_writer_connection(&path).await?;
     let mut block = db::chunks::ArrivalBlock::resume(&mut conn).await?;
     let payload = bytes::Bytes::from(super::recorder::payload(7, 0, bytes));
     let crc32c = crc32c::crc32c(&payload);

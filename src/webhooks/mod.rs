@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
-use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use signature::sign;
 
 use crate::api::{AdminSessionView, BaseUrl, rfc3339};
-use crate::db::{self, sessions::SessionRow};
+use crate::db::webhooks::{EventFor, NewEvent};
+use crate::db::{self, Database, sessions::SessionRow};
 use crate::metrics::Metrics;
 
 /// What happened to a session.
@@ -54,25 +54,27 @@ impl Events {
         }
     }
 
-    /// Adds the event for `row`'s new state inside the caller's transaction.
-    pub async fn record(
-        &self,
-        tx: &mut SqliteConnection,
-        kind: EventKind,
-        row: &SessionRow,
-        now: i64,
-    ) -> sqlx::Result<()> {
-        let mut random = [0u8; 12];
-        getrandom::fill(&mut random).expect("the operating system's random source failed");
-        let id = format!("evt_{}", hex::encode(random));
-        let body = json!({
-            "id": id,
-            "type": kind.as_str(),
-            "created_at": rfc3339(now),
-            "session": AdminSessionView::new(row, &self.base),
+    /// Builds the `kind` event from the session's row as the changing
+    /// transaction sees it; the database adds it in that transaction.
+    pub fn event_for(&self, kind: EventKind, now: i64) -> Box<EventFor> {
+        let base = self.base.clone();
+        Box::new(move |row: &SessionRow| {
+            let mut random = [0u8; 12];
+            getrandom::fill(&mut random).expect("the operating system's random source failed");
+            let id = format!("evt_{}", hex::encode(random));
+            let body = json!({
+                "id": id,
+                "type": kind.as_str(),
+                "created_at": rfc3339(now),
+                "session": AdminSessionView::new(row, &base),
+            })
+            .to_string();
+            NewEvent {
+                id,
+                kind: kind.as_str(),
+                body,
+            }
         })
-        .to_string();
-        db::webhooks::enqueue(tx, &id, kind.as_str(), &body, now).await
     }
 
     /// Call after the transaction committed: the dispatcher looks at once.
@@ -88,9 +90,13 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Events sent per look.
 const BATCH: i64 = 32;
 
+/// How long a claimed event is left to its deliverer before another may
+/// try it: past one delivery's timeout.
+const CLAIM_LEASE: Duration = Duration::from_secs(60);
+
 /// Delivers the outbox to `--webhook-url`.
 pub struct Dispatcher {
-    pool: SqlitePool,
+    db: Arc<dyn Database>,
     url: String,
     secret: String,
     http: reqwest::Client,
@@ -100,7 +106,7 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(
-        pool: SqlitePool,
+        db: Arc<dyn Database>,
         url: String,
         secret: String,
         events: &Events,
@@ -112,7 +118,7 @@ impl Dispatcher {
             .build()
             .context("building the webhook client")?;
         Ok(Self {
-            pool,
+            db,
             url,
             secret,
             http,
@@ -121,23 +127,30 @@ impl Dispatcher {
         })
     }
 
-    /// One step: tries every due event once. Returns how many were tried.
+    /// One step: claims due events and tries each once. Returns how many
+    /// were tried. A claimed event is this node's until its lease runs out,
+    /// so were this node to die mid-delivery, another retries it.
     pub async fn deliver_due(&self) -> anyhow::Result<usize> {
-        let due = db::webhooks::due(&self.pool, db::now_ms(), BATCH)
+        let now = db::now_ms();
+        let due = self
+            .db
+            .claim_due_events(now, now + CLAIM_LEASE.as_millis() as i64, BATCH)
             .await
-            .context("reading due webhook events")?;
+            .context("claiming due webhook events")?;
         for event in &due {
             match self.deliver(&event.body).await {
                 Ok(()) => {
                     self.metrics.webhook_delivered();
-                    db::webhooks::delivered(&self.pool, &event.id, db::now_ms()).await?;
+                    self.db.event_delivered(&event.id, db::now_ms()).await?;
                 }
                 Err(error) => {
                     self.metrics.webhook_failed();
                     let delay = retry_delay(event.attempts);
                     tracing::warn!(event = %event.id, attempts = event.attempts + 1, retry_in = ?delay, error = %error, "webhook delivery failed");
                     let next = db::now_ms() + delay.as_millis() as i64;
-                    db::webhooks::attempt_failed(&self.pool, &event.id, &error, next).await?;
+                    self.db
+                        .event_attempt_failed(&event.id, &error, next)
+                        .await?;
                 }
             }
         }

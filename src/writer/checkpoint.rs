@@ -21,7 +21,7 @@ pub async fn spawn(
     database: &Path,
     stop: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let conn = db::open_checkpoint_connection(database).await?;
+    let conn = db::sqlite::open_checkpoint_connection(database).await?;
     Ok(tokio::spawn(run(conn, stop)))
 }
 
@@ -61,8 +61,8 @@ mod tests {
     async fn the_wal_is_copied_back_while_the_writer_only_appends() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.db");
-        db::open_pool(&path).await.unwrap().close().await;
-        let mut writer = db::open_writer_connection(&path).await.unwrap();
+        db::sqlite::open_pool(&path).await.unwrap().close().await;
+        let mut writer = db::sqlite::open_writer_connection(&path).await.unwrap();
         let file_size = || std::fs::metadata(&path).unwrap().len();
         let before = file_size();
 

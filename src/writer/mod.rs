@@ -2,10 +2,10 @@
 //!
 //! Connections submit chunks (and finishes) through a [`WriterHandle`]; one
 //! task drains whatever is waiting, from every connection, into a single
-//! `BEGIN IMMEDIATE` transaction, commits it (fsync included, as
-//! `synchronous=FULL` makes it), and only then answers each submitter. SQLite
-//! has no group commit across connections, so this is where it is built: one
-//! fsync covers the whole batch. A lone chunk is committed at once; under load
+//! transaction ([`ChunkWriter::commit_batch`]), commits it (durably: SQLite's
+//! `synchronous=FULL`, PostgreSQL's `synchronous_commit=on`), and only then
+//! answers each submitter. Neither database groups commits of separate
+//! transactions as well as this does: one fsync covers the whole batch. A lone chunk is committed at once; under load
 //! batches grow up to `MAX_BATCH_ROWS` / `MAX_BATCH_BYTES`. Chunk deletes
 //! (of finished, failed and deleted sessions, a slice at a time) and the
 //! finalize job's `ready` marks ride in the same batches, so they never
@@ -18,11 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::{Connection, SqliteConnection};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::db::chunks::ArrivalBlock;
+use crate::db::ChunkWriter;
 use crate::db::finalize::{MarkedReady, RecordingFacts};
 use crate::db::sessions::ClientInfo;
 use crate::domain::{ChunkFrame, SessionState};
@@ -116,6 +115,8 @@ enum Request {
     /// `events`), in the batch's commit: many finalize steps share one fsync.
     MarkReady {
         session: i64,
+        /// The finalize step's claim: `ready` commits only while it holds.
+        claimed_at: i64,
         facts: Box<RecordingFacts>,
         now: i64,
         events: Option<Events>,
@@ -235,6 +236,7 @@ impl WriterHandle {
     pub async fn mark_ready(
         &self,
         session: i64,
+        claimed_at: i64,
         facts: RecordingFacts,
         now: i64,
         events: Option<Events>,
@@ -243,6 +245,7 @@ impl WriterHandle {
         self.requests
             .send(Request::MarkReady {
                 session,
+                claimed_at,
                 facts: Box::new(facts),
                 now,
                 events,
@@ -292,8 +295,7 @@ impl WriterHandle {
 /// takes no new request, but commits and answers every one already queued
 /// (so shutdown loses nothing it accepted), then closes its connection.
 pub fn spawn(
-    conn: SqliteConnection,
-    block: ArrivalBlock,
+    store: Box<dyn ChunkWriter>,
     batch_rows: usize,
     metrics: Arc<Metrics>,
     finalize_wakeup: Arc<Notify>,
@@ -312,7 +314,7 @@ pub fn spawn(
             .build()
             .expect("a current-thread runtime builds");
         runtime.block_on(run(
-            Store { conn, block },
+            store,
             receiver,
             batch_rows.clamp(1, MAX_BATCH_ROWS),
             metrics,
@@ -331,17 +333,8 @@ pub fn spawn(
     )
 }
 
-/// The writer's connection and the arrival block its rows go to.
-struct Store {
-    conn: SqliteConnection,
-    block: ArrivalBlock,
-}
-
 async fn run(
-    Store {
-        mut conn,
-        mut block,
-    }: Store,
+    mut store: Box<dyn ChunkWriter>,
     mut receiver: mpsc::UnboundedReceiver<Request>,
     batch_rows: usize,
     metrics: Arc<Metrics>,
@@ -374,9 +367,10 @@ async fn run(
                     _ => None,
                 })
                 .min();
-            match batch::commit_batch(&mut conn, block.current(), &batch).await {
+            let events = batch::event_builders(&batch);
+            let result = store.commit_batch(&batch::writes(&batch, &events)).await;
+            match result {
                 Ok(committed) => {
-                    block.stored(committed.stored_rows);
                     metrics.writer_batch(rows, started.elapsed());
                     if let Some(oldest) = oldest {
                         lag.record(oldest.elapsed());
@@ -393,9 +387,7 @@ async fn run(
             }
         }
     }
-    if let Err(err) = conn.close().await {
-        tracing::warn!(error = %err, "closing the writer's connection");
-    }
+    store.close().await;
     tracing::debug!("chunk writer stopped");
 }
 

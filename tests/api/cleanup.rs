@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{
-    Created, Inspect, ServerProcess, TestApp, Ws, eventually, payloads, plant_leftover_chunk,
-    recordings_of, sha256_hex, spawn_app_with, spawn_in,
+    Created, Inspect, ServerProcess, TestApp, Ws, eventually, payloads, recordings_of, sha256_hex,
+    spawn_app_with, spawn_in,
 };
 
 /// A server that lets one socket send chunks as fast as it can.
@@ -216,18 +216,10 @@ async fn the_start_up_sweep_finishes_what_a_crash_inside_a_delete_left() {
 
     // As a kill inside a delete leaves it: marked, chunks and file still there.
     let (kept, doomed) = (&ids[0].0, &ids[1].0);
-    let pool = spool::db::open_pool(&dir.path().join("spool.db"))
-        .await
-        .unwrap();
-    let doomed_seq: i64 = sqlx::query_scalar(
-        "UPDATE sessions SET state = 'deleted' WHERE public_id = ? RETURNING seq",
-    )
-    .bind(doomed)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    plant_leftover_chunk(&pool, doomed_seq).await;
-    pool.close().await;
+    let db = Inspect::open(&dir.path().join("spool.db")).await;
+    let doomed_seq = db.mark_deleted(doomed).await;
+    db.plant_leftover_chunk(doomed_seq).await;
+    db.close().await;
     let recordings = recordings_of(dir.path()).await;
     let stray = "0123456789abcdef0123456789abcdef";
     for (key, bytes) in [

@@ -50,6 +50,57 @@ pub fn test_storage(data_dir: &std::path::Path) -> Option<S3Location> {
     Some(S3Location::parse(&format!("{}/{dir}", base.trim_end_matches('/'))).unwrap())
 }
 
+/// The database of a test server over `data_dir`: with
+/// `SPOOL_TEST_DATABASE=postgres://…/postgres` set, the whole suite runs
+/// against PostgreSQL, each data directory with a database of its own
+/// (created here, named after the directory); unset, SQLite in the data
+/// directory. Two servers given one data directory share its database.
+pub async fn test_database(data_dir: &std::path::Path) -> Option<String> {
+    let admin = std::env::var("SPOOL_TEST_DATABASE").ok()?;
+    let name = test_database_name(data_dir);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+        .await
+        .expect("SPOOL_TEST_DATABASE answers");
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&mut conn)
+        .await
+        .unwrap();
+    if exists.is_none() {
+        // Two servers starting together over one directory may race here.
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await;
+    }
+    let base = admin.rsplit_once('/').expect("a database URL").0;
+    Some(format!("{base}/{name}"))
+}
+
+/// `spool_` and the directory's name, lowercased, as a PostgreSQL name.
+fn test_database_name(data_dir: &std::path::Path) -> String {
+    let dir = data_dir.file_name().unwrap().to_string_lossy();
+    let tail: String = dir
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    format!("spool_{tail}")
+}
+
+/// Whether the suite runs against PostgreSQL (`SPOOL_TEST_DATABASE`).
+pub fn on_postgres() -> bool {
+    std::env::var_os("SPOOL_TEST_DATABASE").is_some()
+}
+
+/// For tests of SQLite's own files: says why it is skipped under PostgreSQL.
+pub fn sqlite_only(why: &str) -> bool {
+    if on_postgres() {
+        eprintln!("skipped against PostgreSQL: {why}");
+        return false;
+    }
+    true
+}
+
 /// The recordings of a test server over `data_dir`, as that server stores them.
 pub async fn recordings_of(data_dir: &std::path::Path) -> Recordings {
     match test_storage(data_dir) {
@@ -85,6 +136,9 @@ pub async fn stored_recording(data_dir: &std::path::Path, key: &str) -> Option<V
 pub async fn spawn_in(data_dir: PathBuf, configure: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::with_data_dir(&data_dir);
     config.storage = test_storage(&data_dir);
+    config.database_url = test_database(&data_dir)
+        .await
+        .map(|url| spool::config::DatabaseUrl::parse(&url).unwrap());
     configure(&mut config);
     let app = App::build(config).await.expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -428,6 +482,12 @@ impl ServerProcess {
                     .map(|at| vec!["--storage".to_owned(), at.to_string()])
                     .unwrap_or_default(),
             )
+            .args(
+                test_database(data_dir)
+                    .await
+                    .map(|url| vec!["--database-url".to_owned(), url])
+                    .unwrap_or_default(),
+            )
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -531,33 +591,57 @@ pub async fn get_json(url: &str, token: &str) -> Value {
     serde_json::from_slice(&get_bytes(url, token).await).expect("a JSON body")
 }
 
-/// Reads the database of a running (or stopped) server directly, to check
-/// what is stored rather than what the API says.
-pub struct Inspect(sqlx::SqlitePool);
+/// Reads (and, to stage a crash's leftovers, writes) the database of a
+/// running or stopped server directly, to check what is stored rather than
+/// what the API says: SQLite or PostgreSQL, as the suite runs.
+pub enum Inspect {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
 
-/// Writes a stray chunk 0 for session `seq` straight into the database, as
-/// a process that died before deleting it would have left it.
-pub async fn plant_leftover_chunk(pool: &sqlx::SqlitePool, seq: i64) {
-    sqlx::query(
-        "INSERT INTO chunks (block, session, idx, crc, flags, payload) VALUES (0, ?, 0, 0, 1, x'00')",
-    )
-    .bind(seq)
-    .execute(pool)
-    .await
-    .unwrap();
-    sqlx::query("UPDATE sessions SET first_block = 0, last_block = MAX(COALESCE(last_block, 0), 0) WHERE seq = ?")
-        .bind(seq)
-        .execute(pool)
-        .await
-        .unwrap();
+/// Runs the same query on either database: `?` placeholders become `$n`.
+macro_rules! inspect_query {
+    ($inspect:expr, $run:ident, $sql:expr $(, $bind:expr)*) => {
+        match $inspect {
+            Inspect::Sqlite(pool) => sqlx::$run(sqlx::AssertSqlSafe($sql.to_owned()))
+                $(.bind($bind))*.fetch_optional(pool).await.unwrap(),
+            Inspect::Postgres(pool) => sqlx::$run(sqlx::AssertSqlSafe(numbered($sql)))
+                $(.bind($bind))*.fetch_optional(pool).await.unwrap(),
+        }
+    };
+}
+
+/// `?` placeholders as PostgreSQL's `$1`, `$2`, ….
+fn numbered(sql: &str) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Inspect {
+    /// The database of the server whose SQLite file would be `db` (its
+    /// data directory's `spool.db`).
     pub async fn open(db: &std::path::Path) -> Self {
+        let data_dir = db.parent().expect("a file in the data directory");
+        if let Some(url) = test_database(data_dir).await {
+            return Self::Postgres(
+                sqlx::PgPool::connect(&url)
+                    .await
+                    .expect("open the database"),
+            );
+        }
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(db)
-            .read_only(true);
-        Self(
+            .busy_timeout(Duration::from_secs(10));
+        Self::Sqlite(
             sqlx::SqlitePool::connect_with(options)
                 .await
                 .expect("open the database"),
@@ -566,35 +650,98 @@ impl Inspect {
 
     /// The session's key, whatever its state; `None` once its row is gone.
     pub async fn seq(&self, public_id: &str) -> Option<i64> {
-        sqlx::query_scalar("SELECT seq FROM sessions WHERE public_id = ?")
-            .bind(public_id)
-            .fetch_optional(&self.0)
-            .await
-            .unwrap()
+        inspect_query!(
+            self,
+            query_scalar,
+            "SELECT seq FROM sessions WHERE public_id = ?",
+            public_id
+        )
     }
 
     /// The session's state as stored (`deleted` included); `None` once its row is gone.
     pub async fn state(&self, public_id: &str) -> Option<String> {
-        sqlx::query_scalar("SELECT state FROM sessions WHERE public_id = ?")
-            .bind(public_id)
-            .fetch_optional(&self.0)
-            .await
-            .unwrap()
+        inspect_query!(
+            self,
+            query_scalar,
+            "SELECT state FROM sessions WHERE public_id = ?",
+            public_id
+        )
     }
 
     pub async fn chunks_of(&self, seq: i64) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE session = ?")
-            .bind(seq)
-            .fetch_one(&self.0)
-            .await
-            .unwrap()
+        inspect_query!(
+            self,
+            query_scalar,
+            "SELECT COUNT(*) FROM chunks WHERE session = ?",
+            seq
+        )
+        .unwrap_or(0)
+    }
+
+    /// The session's chunks below `end`.
+    pub async fn chunks_below(&self, seq: i64, end: i64) -> i64 {
+        inspect_query!(
+            self,
+            query_scalar,
+            "SELECT COUNT(*) FROM chunks WHERE session = ? AND idx < ?",
+            seq,
+            end
+        )
+        .unwrap_or(0)
     }
 
     pub async fn all_chunks(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM chunks")
-            .fetch_one(&self.0)
-            .await
-            .unwrap()
+        inspect_query!(self, query_scalar, "SELECT COUNT(*) FROM chunks").unwrap_or(0)
+    }
+
+    /// Marks the session deleted as a delete cut short by a crash leaves
+    /// it (nothing removed yet); returns its key.
+    pub async fn mark_deleted(&self, public_id: &str) -> i64 {
+        inspect_query!(
+            self,
+            query_scalar,
+            "UPDATE sessions SET state = 'deleted' WHERE public_id = ? RETURNING seq",
+            public_id
+        )
+        .expect("the session exists")
+    }
+
+    /// Writes a stray chunk 0 for session `seq` straight into the database,
+    /// as a process that died before deleting it would have left it.
+    pub async fn plant_leftover_chunk(&self, seq: i64) {
+        match self {
+            Self::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO chunks (block, session, idx, crc, flags, payload) VALUES (0, ?, 0, 0, 1, x'00')",
+                )
+                .bind(seq)
+                .execute(pool)
+                .await
+                .unwrap();
+                sqlx::query("UPDATE sessions SET first_block = 0, last_block = MAX(COALESCE(last_block, 0), 0) WHERE seq = ?")
+                    .bind(seq)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+            }
+            Self::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO chunks (session, idx, crc, flags, payload) VALUES ($1, 0, 0, 1, '\\x00')
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(seq)
+                .execute(pool)
+                .await
+                .unwrap();
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        match self {
+            Self::Sqlite(pool) => pool.close().await,
+            Self::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

@@ -1,9 +1,8 @@
 //! Uploading, acknowledging and finalizing a recording.
 
 use serde_json::json;
-use sqlx::sqlite::SqlitePoolOptions;
 
-use crate::helpers::{Ws, payloads, sha256_hex, spawn_app};
+use crate::helpers::{Inspect, Ws, payloads, sha256_hex, spawn_app};
 
 #[tokio::test]
 async fn three_connections_out_of_order_with_duplicates_give_the_exact_recording() {
@@ -90,15 +89,8 @@ async fn acks_are_cumulative_and_never_run_ahead_of_the_database() {
     let session = app.create_session().await;
     let chunks = payloads(300, 2);
     let (mut ws, _) = Ws::ready(&app, &session).await;
-    let db = SqlitePoolOptions::new()
-        .connect(&format!("sqlite://{}?mode=ro", app.db_path().display()))
-        .await
-        .unwrap();
-    let seq: i64 = sqlx::query_scalar("SELECT seq FROM sessions WHERE public_id = ?")
-        .bind(&session.id)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let db = Inspect::open(&app.db_path()).await;
+    let seq = db.seq(&session.id).await.unwrap();
 
     // Chunk 1 alone leaves a gap at 0: nothing may be acknowledged.
     ws.send_chunk(1, &chunks[1]).await;
@@ -117,13 +109,7 @@ async fn acks_are_cumulative_and_never_run_ahead_of_the_database() {
             committed > last,
             "acks only move forward: {committed} after {last}"
         );
-        let stored: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM chunks WHERE session = ? AND idx < ?")
-                .bind(seq)
-                .bind(committed)
-                .fetch_one(&db)
-                .await
-                .unwrap();
+        let stored = db.chunks_below(seq, committed).await;
         assert_eq!(
             stored, committed,
             "ack {committed} ran ahead of the database"
