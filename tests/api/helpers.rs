@@ -474,16 +474,26 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub async fn start(data_dir: &std::path::Path, extra: &[&str]) -> Self {
+        Self::start_node(data_dir, data_dir, extra).await
+    }
+
+    /// A node over its own `data_dir` that shares the database and
+    /// recordings of the servers over `shared`.
+    pub async fn start_node(
+        data_dir: &std::path::Path,
+        shared: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_spool"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(
-                test_storage(data_dir)
+                test_storage(shared)
                     .map(|at| vec!["--storage".to_owned(), at.to_string()])
                     .unwrap_or_default(),
             )
             .args(
-                test_database(data_dir)
+                test_database(shared)
                     .await
                     .map(|url| vec!["--database-url".to_owned(), url])
                     .unwrap_or_default(),
@@ -666,6 +676,17 @@ impl Inspect {
             "SELECT state FROM sessions WHERE public_id = ?",
             public_id
         )
+    }
+
+    /// Whether a finalize step holds a claim on the session.
+    pub async fn finalize_claimed(&self, public_id: &str) -> bool {
+        inspect_query!(
+            self,
+            query_scalar,
+            "SELECT finalize_claimed_at IS NOT NULL FROM sessions WHERE public_id = ?",
+            public_id
+        )
+        .unwrap_or(false)
     }
 
     pub async fn chunks_of(&self, seq: i64) -> i64 {

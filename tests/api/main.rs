@@ -11,6 +11,7 @@ mod http_api;
 mod limits;
 mod load;
 mod media;
+mod nodes;
 mod openapi;
 mod protocol_errors;
 mod range;

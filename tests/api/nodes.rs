@@ -1,0 +1,209 @@
+//! Several nodes on one PostgreSQL database and one bucket: any node takes
+//! any connection, a newer connection anywhere takes over, and a node that
+//! dies mid-upload or mid-finalize loses nothing.
+//!
+//! These need `SPOOL_TEST_DATABASE` and `SPOOL_TEST_STORAGE` (CI sets both
+//! in its PostgreSQL pass); without them they say so and pass.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{
+    Inspect, ServerProcess, Ws, eventually, get_bytes, get_json, on_postgres, payloads,
+    recordings_of, sha256_hex,
+};
+
+const ADMIN_TOKEN: &str = "nodes-test-admin-token-0123456789";
+
+/// Two nodes over their own data directories, sharing the database and
+/// bucket named after `shared`.
+struct Nodes {
+    shared: tempfile::TempDir,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Nodes {
+    fn available() -> Option<Self> {
+        if !on_postgres() || std::env::var_os("SPOOL_TEST_STORAGE").is_none() {
+            eprintln!(
+                "skipped: several nodes need SPOOL_TEST_DATABASE and SPOOL_TEST_STORAGE \
+                 (CI sets both in its PostgreSQL pass)"
+            );
+            return None;
+        }
+        Some(Self {
+            shared: tempfile::tempdir().unwrap(),
+            _dirs: Vec::new(),
+        })
+    }
+
+    async fn start(&mut self, extra: &[&str]) -> ServerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let mut args = vec!["--admin-token", ADMIN_TOKEN];
+        args.extend_from_slice(extra);
+        let node = ServerProcess::start_node(dir.path(), self.shared.path(), &args).await;
+        self._dirs.push(dir);
+        node
+    }
+}
+
+/// A session uploading through node A, cut when A dies, resumed on node B
+/// from what the database says is committed, finished there: the recording
+/// is every byte sent, in order.
+#[tokio::test]
+async fn an_upload_cut_on_one_node_resumes_on_another_exactly() {
+    let Some(mut nodes) = Nodes::available() else {
+        return;
+    };
+    let a = nodes.start(&[]).await;
+    let b = nodes.start(&[]).await;
+    let chunks = payloads(80, 11);
+    let (id, token) = a.create_session().await;
+
+    let mut on_a = a.connect(&id, &token).await;
+    assert_eq!(on_a.recv_json().await["type"], "ready");
+    on_a.send_all(&chunks[..40], 0).await;
+    on_a.wait_ack(40).await;
+    a.kill9().await;
+
+    let mut on_b = b.connect(&id, &token).await;
+    let ready = on_b.recv_json().await;
+    assert_eq!(ready["type"], "ready");
+    assert_eq!(ready["committed"], 40, "B resumes where A's acks ended");
+    // The client resends from its oldest unacknowledged chunk; a duplicate
+    // of an acknowledged one is dropped.
+    on_b.send_all(&chunks, 38).await;
+    let finalized = on_b.finish_and_wait_finalized(80).await;
+    assert_eq!(finalized["recording"]["complete"], true);
+
+    let joined = chunks.concat();
+    let status = get_json(&format!("{}/v1/sessions/{id}", b.base), &token).await;
+    assert_eq!(status["recording"]["sha256"], sha256_hex(&joined).as_str());
+    let downloaded = get_bytes(&format!("{}/v1/sessions/{id}/recording", b.base), &token).await;
+    assert!(
+        downloaded == joined,
+        "the recording differs from what was sent"
+    );
+}
+
+/// A newer connection on node B takes over from an older one on node A:
+/// A's socket closes with 4499 within a second. Finalized by node A (an
+/// admin's "finalize now" there, as the last chunk never came, B's job
+/// leaves it alone), the socket on B still hears `finalized`.
+#[tokio::test]
+async fn a_connection_on_another_node_takes_over_and_hears_finalized() {
+    let Some(mut nodes) = Nodes::available() else {
+        return;
+    };
+    let a = nodes.start(&[]).await;
+    let b = nodes.start(&[]).await;
+    let chunks = payloads(10, 12);
+    let (id, token) = a.create_session().await;
+
+    let mut on_a = a.connect(&id, &token).await;
+    assert_eq!(on_a.recv_json().await["type"], "ready");
+    on_a.send_all(&chunks[..5], 0).await;
+    on_a.wait_ack(5).await;
+
+    let mut on_b = b.connect(&id, &token).await;
+    assert_eq!(on_b.recv_json().await["committed"], 5);
+    let closed = tokio::time::timeout(Duration::from_secs(1), on_a.closed())
+        .await
+        .expect("node A's socket closes within a second of the takeover on B");
+    assert_eq!(closed.code, 4499);
+
+    on_b.send_all(&chunks[..9], 5).await;
+    on_b.wait_ack(9).await;
+    on_b.send_json(json!({"type": "finish", "chunks": 10}))
+        .await;
+    assert_eq!(on_b.recv_json().await["type"], "finishing");
+    let finalize = reqwest::Client::new()
+        .post(format!("{}/v1/admin/sessions/{id}/finalize", a.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(finalize.status().is_success(), "{}", finalize.status());
+    let finalized = wait_for_finalized(&mut on_b).await;
+    assert_eq!(finalized["recording"]["complete"], false);
+    assert_eq!(
+        finalized["recording"]["sha256"],
+        sha256_hex(&chunks[..9].concat()).as_str()
+    );
+}
+
+/// The node running a session's finalize step is killed in the middle of
+/// it: once its lease runs out, the other node finalizes the session, and
+/// there is exactly one recording, equal to the chunks.
+#[tokio::test]
+async fn a_node_killed_mid_finalize_is_finished_by_another() {
+    let Some(mut nodes) = Nodes::available() else {
+        return;
+    };
+    let lease = ["--finalize-lease", "3s"];
+    let a = nodes.start(&lease).await;
+    // Large enough that the join is still running when A dies.
+    let chunks: Vec<Vec<u8>> = payloads(600, 13)
+        .into_iter()
+        .map(|chunk| chunk.repeat(40))
+        .collect();
+    let (id, token) = a.create_session().await;
+    let mut on_a = a.connect(&id, &token).await;
+    assert_eq!(on_a.recv_json().await["type"], "ready");
+    // Paced, as a recorder sends: a flood would be shed with 4429.
+    for (index, chunk) in chunks.iter().enumerate() {
+        on_a.send_chunk(index as u32, chunk).await;
+        if index % 20 == 19 {
+            on_a.wait_ack(index as i64 + 1).await;
+        }
+    }
+    on_a.send_json(json!({"type": "finish", "chunks": chunks.len()}))
+        .await;
+    assert_eq!(on_a.recv_json().await["type"], "finishing");
+    let db = Inspect::open(&nodes.shared.path().join("spool.db")).await;
+    eventually("node A claims the session", || async {
+        db.finalize_claimed(&id).await
+    })
+    .await;
+    let finished_before_kill = a.logs().iter().any(|line| line.contains("recording ready"));
+    assert!(
+        !finished_before_kill,
+        "the finalize step ended before the kill; the test needs a longer recording"
+    );
+    a.kill9().await;
+
+    let b = nodes.start(&lease).await;
+    let mut on_b = b.connect(&id, &token).await;
+    assert_eq!(on_b.recv_json().await["type"], "ready");
+    // A client resends its finish after a reconnect; it waits for the lease.
+    on_b.send_json(json!({"type": "finish", "chunks": chunks.len()}))
+        .await;
+    assert_eq!(on_b.recv_json().await["type"], "finishing");
+    let finalized = wait_for_finalized(&mut on_b).await;
+    let joined = chunks.concat();
+    assert_eq!(
+        finalized["recording"]["sha256"],
+        sha256_hex(&joined).as_str()
+    );
+    let downloaded = get_bytes(&format!("{}/v1/sessions/{id}/recording", b.base), &token).await;
+    assert!(
+        downloaded == joined,
+        "the recording differs from the chunks"
+    );
+    let keys = recordings_of(nodes.shared.path())
+        .await
+        .keys()
+        .await
+        .unwrap();
+    assert_eq!(keys, vec![id.clone()], "exactly one recording");
+}
+
+async fn wait_for_finalized(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let message = ws.recv_json().await;
+        if message["type"] == "finalized" {
+            return message;
+        }
+    }
+}
