@@ -41,6 +41,10 @@ pub enum Command {
     },
     /// Load a running server with simulated recorders (or measure the disk's ceiling).
     Load(crate::load::LoadArgs),
+    /// Copy a stopped single-node install (SQLite, <data-dir>/recordings) into PostgreSQL and
+    /// S3-compatible storage, checking every recording's and chunk's SHA-256; run it again to
+    /// resume.
+    MigrateTo(crate::migrate::MigrateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,7 +282,7 @@ impl std::fmt::Debug for DatabaseUrl {
     }
 }
 
-fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
+pub(crate) fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
     let raw = raw.trim();
     if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
         Ok(DatabaseUrl(raw.to_owned()))
@@ -329,7 +333,7 @@ fn check_secret(secret: &str) -> Result<(), &'static str> {
     }
 }
 
-fn parse_storage(raw: &str) -> Result<S3Location, String> {
+pub(crate) fn parse_storage(raw: &str) -> Result<S3Location, String> {
     S3Location::parse(raw).map_err(|problem| {
         format!("{problem}; leave it unset to keep recordings in <data-dir>/recordings")
     })

@@ -5,6 +5,7 @@
 //! - [`cli`]: `spool sessions …` and `spool stats`, clients of the admin API;
 //!   [`load`]: `spool load`, simulated recorders and the disk's ceiling;
 //!   [`client`]: a protocol v1 client (the load tool, benchmarks and tests use it).
+//! - [`migrate`]: `spool migrate-to`, a single-node install into PostgreSQL and S3.
 //! - [`config`]: settings (flags and `SPOOL_*` variables); [`admin_token`]:
 //!   the admin secret, created on first start when none is configured.
 //! - [`startup`]: builds the [`App`] and runs it until a shutdown signal;
@@ -50,6 +51,7 @@ pub mod load;
 pub mod log_safe;
 pub mod media;
 pub mod metrics;
+pub mod migrate;
 pub mod protocol;
 pub mod server;
 pub mod startup;

@@ -332,7 +332,7 @@ fn log_fd_limit(max_connections: u32) {
 }
 
 /// Takes an exclusive lock on `<data dir>/spool.lock`, or explains who has it.
-fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+pub(crate) fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let path = data_dir.join("spool.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)

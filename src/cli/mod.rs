@@ -23,6 +23,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Sessions { action } => sessions(action).await,
         Command::Load(args) => crate::load::run(args).await,
+        Command::MigrateTo(args) => crate::migrate::run(args).await,
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod batch;
 pub mod chunks;
+pub mod export;
 pub mod finalize;
 pub mod postgres;
 mod postgres_batch;

@@ -78,19 +78,38 @@ impl PostgresDatabase {
     }
 }
 
-/// The writer's own connection.
+/// The writer's own connection. A batch that fails drops it, and the next
+/// batch connects again: a database restart or a failover costs the
+/// batches in between (their submitters get an error and resend), never the
+/// writer.
 struct PostgresWriter {
-    conn: PgConnection,
+    conn: Option<PgConnection>,
+    options: PgConnectOptions,
 }
 
 #[async_trait::async_trait]
 impl ChunkWriter for PostgresWriter {
     async fn commit_batch(&mut self, writes: &[Write<'_>]) -> anyhow::Result<Committed> {
-        super::postgres_batch::commit_batch(&mut self.conn, writes).await
+        let conn = match &mut self.conn {
+            Some(conn) => conn,
+            None => self.conn.insert(
+                self.options
+                    .connect()
+                    .await
+                    .context("connecting the writer to PostgreSQL")?,
+            ),
+        };
+        let committed = super::postgres_batch::commit_batch(conn, writes).await;
+        if committed.is_err() {
+            self.conn = None;
+        }
+        committed
     }
 
     async fn close(self: Box<Self>) {
-        if let Err(err) = self.conn.close().await {
+        if let Some(conn) = self.conn
+            && let Err(err) = conn.close().await
+        {
             tracing::warn!(error = %err, "closing the writer's connection");
         }
     }
@@ -136,7 +155,8 @@ impl Database for PostgresDatabase {
 
     async fn chunk_writer(&self) -> anyhow::Result<Box<dyn ChunkWriter>> {
         Ok(Box::new(PostgresWriter {
-            conn: self.connect().await?,
+            conn: Some(self.connect().await?),
+            options: self.options.clone(),
         }))
     }
 
@@ -547,4 +567,170 @@ async fn prefix_keys(pool: &PgPool, seq: i64, count: i64) -> sqlx::Result<Vec<Ro
     })
     .fetch_all(pool)
     .await
+}
+
+/// What became of a session `spool migrate-to` copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imported {
+    /// Copied; its key here.
+    New(i64),
+    /// A session with this id is here already (an earlier, interrupted run).
+    AlreadyThere,
+}
+
+/// Chunks inserted per statement when importing.
+const IMPORT_SLICE: usize = 256;
+
+impl PostgresDatabase {
+    /// Copies a session and its chunks in one transaction, unclaimed (no
+    /// finalize step runs here yet). Returns its key and the SHA-256 of its
+    /// chunks as [`ChunkDigest`] computes it.
+    pub async fn import_session(
+        &self,
+        session: &super::export::ExportedSession,
+        mut chunks: BoxStream<'_, sqlx::Result<StoredChunk>>,
+    ) -> anyhow::Result<(Imported, String)> {
+        let mut tx = self.pool.begin().await?;
+        let present: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sessions WHERE public_id = $1")
+                .bind(&session.public_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if present.is_some() {
+            return Ok((Imported::AlreadyThere, String::new()));
+        }
+        let s = session;
+        let seq: i64 = sqlx::query_scalar(
+            "INSERT INTO sessions (public_id, token_hash, state, mime_type, metadata, expected_chunks,
+                 committed, chunks_received, bytes_received, max_index, connections, created_at,
+                 updated_at, last_seen_at, finalize_attempts, failure_reason, recording_bytes,
+                 recording_sha256, recording_source_bytes, recording_source_sha256,
+                 recording_duration_ms, recording_complete, recording_missing, recording_rewritten,
+                 last_client_addr, last_user_agent, ready_at, recording_expired_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)
+             RETURNING seq",
+        )
+        .bind(&s.public_id)
+        .bind(&s.token_hash)
+        .bind(&s.state)
+        .bind(&s.mime_type)
+        .bind(&s.metadata)
+        .bind(s.expected_chunks)
+        .bind(s.committed)
+        .bind(s.chunks_received)
+        .bind(s.bytes_received)
+        .bind(s.max_index)
+        .bind(s.connections)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .bind(s.last_seen_at)
+        .bind(s.finalize_attempts)
+        .bind(&s.failure_reason)
+        .bind(s.recording_bytes)
+        .bind(&s.recording_sha256)
+        .bind(s.recording_source_bytes)
+        .bind(&s.recording_source_sha256)
+        .bind(s.recording_duration_ms)
+        .bind(s.recording_complete)
+        .bind(&s.recording_missing)
+        .bind(s.recording_rewritten)
+        .bind(&s.last_client_addr)
+        .bind(&s.last_user_agent)
+        .bind(s.ready_at)
+        .bind(s.recording_expired_at)
+        .fetch_one(&mut *tx)
+        .await?;
+        let mut digest = ChunkDigest::default();
+        let mut slice = Vec::with_capacity(IMPORT_SLICE);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            digest.add(&chunk);
+            slice.push(chunk);
+            if slice.len() == IMPORT_SLICE {
+                insert_imported(&mut tx, seq, &slice).await?;
+                slice.clear();
+            }
+        }
+        insert_imported(&mut tx, seq, &slice).await?;
+        tx.commit().await?;
+        Ok((Imported::New(seq), digest.finish()))
+    }
+
+    /// Whether a session with this public id is here, deleted or not.
+    pub async fn has_session(&self, public_id: &str) -> sqlx::Result<bool> {
+        let present: Option<i64> =
+            sqlx::query_scalar("SELECT seq FROM sessions WHERE public_id = $1")
+                .bind(public_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(present.is_some())
+    }
+
+    /// Copies an undelivered webhook event (nothing if it is here already).
+    pub async fn import_event(&self, event: &super::export::ExportedEvent) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO webhook_events (id, type, created_at, body, attempts, next_attempt_at, last_error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&event.id)
+        .bind(&event.kind)
+        .bind(event.created_at)
+        .bind(&event.body)
+        .bind(event.attempts)
+        .bind(event.next_attempt_at)
+        .bind(&event.last_error)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+    }
+}
+
+async fn insert_imported(
+    conn: &mut PgConnection,
+    seq: i64,
+    chunks: &[StoredChunk],
+) -> sqlx::Result<()> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let indexes: Vec<i64> = chunks.iter().map(|c| c.idx).collect();
+    let crcs: Vec<i64> = chunks
+        .iter()
+        .map(|c| i64::from(crc32c::crc32c(&c.payload)))
+        .collect();
+    let flags: Vec<i64> = chunks.iter().map(|c| c.flags).collect();
+    let payloads: Vec<&[u8]> = chunks.iter().map(|c| &c.payload[..]).collect();
+    sqlx::query(
+        "INSERT INTO chunks (session, idx, crc, flags, payload)
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::bytea[])",
+    )
+    .bind(seq)
+    .bind(&indexes)
+    .bind(&crcs)
+    .bind(&flags)
+    .bind(&payloads)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// The SHA-256 of a session's chunks (index, flags and bytes of each, in
+/// order): what a copy of them is checked against.
+#[derive(Default)]
+pub struct ChunkDigest(sha2::Sha256);
+
+impl ChunkDigest {
+    pub fn add(&mut self, chunk: &StoredChunk) {
+        use sha2::Digest;
+        self.0.update(chunk.idx.to_le_bytes());
+        self.0.update(chunk.flags.to_le_bytes());
+        self.0.update((chunk.payload.len() as u64).to_le_bytes());
+        self.0.update(&chunk.payload);
+    }
+
+    pub fn finish(self) -> String {
+        use sha2::Digest;
+        hex::encode(self.0.finalize())
+    }
 }

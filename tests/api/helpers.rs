@@ -484,21 +484,25 @@ impl ServerProcess {
         shared: &std::path::Path,
         extra: &[&str],
     ) -> Self {
+        let mut backends = Vec::new();
+        if let Some(at) = test_storage(shared) {
+            backends.extend(["--storage".to_owned(), at.to_string()]);
+        }
+        if let Some(url) = test_database(shared).await {
+            backends.extend(["--database-url".to_owned(), url]);
+        }
+        let mut args: Vec<&str> = backends.iter().map(String::as_str).collect();
+        args.extend_from_slice(extra);
+        Self::start_plain(data_dir, &args).await
+    }
+
+    /// The single-node default (SQLite, local recordings) whatever the
+    /// suite's backends, with `args`.
+    pub async fn start_plain(data_dir: &std::path::Path, args: &[&str]) -> Self {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_spool"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args(
-                test_storage(shared)
-                    .map(|at| vec!["--storage".to_owned(), at.to_string()])
-                    .unwrap_or_default(),
-            )
-            .args(
-                test_database(shared)
-                    .await
-                    .map(|url| vec!["--database-url".to_owned(), url])
-                    .unwrap_or_default(),
-            )
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

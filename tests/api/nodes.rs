@@ -207,3 +207,92 @@ async fn wait_for_finalized(ws: &mut Ws) -> serde_json::Value {
         }
     }
 }
+
+/// `spool migrate-to` on a populated single-node data directory: ready
+/// recordings and a recording still in progress move to PostgreSQL and the
+/// bucket; a second run copies nothing; a node on the new backends serves
+/// the recordings and resumes the live session where its acks ended.
+#[tokio::test]
+async fn migrate_to_moves_a_single_node_install_to_several_nodes() {
+    let Some(mut nodes) = Nodes::available() else {
+        return;
+    };
+    let single = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_plain(single.path(), &[]).await;
+    let mut finished = Vec::new();
+    for seed in [21, 22] {
+        let chunks = payloads(12, seed);
+        let (id, token) = server.create_session().await;
+        let mut ws = server.connect(&id, &token).await;
+        assert_eq!(ws.recv_json().await["type"], "ready");
+        ws.send_all(&chunks, 0).await;
+        ws.finish_and_wait_finalized(chunks.len()).await;
+        finished.push((id, token, chunks.concat()));
+    }
+    let live_chunks = payloads(20, 23);
+    let (live, live_token) = server.create_session().await;
+    let mut ws = server.connect(&live, &live_token).await;
+    assert_eq!(ws.recv_json().await["type"], "ready");
+    ws.send_all(&live_chunks[..10], 0).await;
+    ws.wait_ack(10).await;
+    server.kill9().await;
+
+    let shared = nodes.shared.path();
+    let database_url = crate::helpers::test_database(shared).await.unwrap();
+    let storage = crate::helpers::test_storage(shared).unwrap().to_string();
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spool"))
+            .arg("migrate-to")
+            .args(["--database-url", &database_url, "--storage", &storage])
+            .arg("--data-dir")
+            .arg(single.path())
+            .output()
+            .unwrap()
+    };
+    let first = migrate();
+    let said = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        said.contains("done: 3 sessions copied, 0 there already; 10 chunks and 2 recordings"),
+        "{said}"
+    );
+    let again = migrate();
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success());
+    assert!(
+        said.contains("done: 0 sessions copied, 3 there already"),
+        "{said}"
+    );
+
+    let node = nodes.start(&[]).await;
+    for (id, token, joined) in &finished {
+        let status = get_json(&format!("{}/v1/sessions/{id}", node.base), token).await;
+        assert_eq!(status["state"], "ready");
+        let downloaded =
+            get_bytes(&format!("{}/v1/sessions/{id}/recording", node.base), token).await;
+        assert!(&downloaded == joined, "a migrated recording differs");
+    }
+    let mut ws = node.connect(&live, &live_token).await;
+    let ready = ws.recv_json().await;
+    assert_eq!(
+        ready["committed"], 10,
+        "the live session resumes where its acks ended"
+    );
+    ws.send_all(&live_chunks, 10).await;
+    let finalized = ws.finish_and_wait_finalized(live_chunks.len()).await;
+    assert_eq!(
+        finalized["recording"]["sha256"],
+        sha256_hex(&live_chunks.concat()).as_str()
+    );
+
+    // A running single node is never copied from.
+    let server = ServerProcess::start_plain(single.path(), &[]).await;
+    let refused = migrate();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("stop the server"));
+    server.kill9().await;
+}
