@@ -1,5 +1,4 @@
 //! `spool migrate-to`: moves a single-node install (SQLite in the data
-#![allow(rustdoc::invalid_html_tags)]
 //! directory, recordings in `<data-dir>/recordings`) to PostgreSQL and,
 //! with `--storage`, S3-compatible storage, so several nodes can serve it.
 //!
@@ -10,6 +9,8 @@
 //! session's chunks are read back and checked. A run cut short is simply
 //! run again: sessions already there are skipped. The source is never
 //! changed.
+
+#![allow(rustdoc::invalid_html_tags)] // `<data-dir>` in the --help text
 
 use std::path::PathBuf;
 
