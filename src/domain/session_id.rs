@@ -44,31 +44,7 @@ impl fmt::Display for SessionId {
 #[error("not a session id")]
 pub struct InvalidSessionId;
 
-/// Read back from the database through `parse`, like any other input.
-impl<DB: sqlx::Database> sqlx::Type<DB> for SessionId
-where
-    str: sqlx::Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <str as sqlx::Type<DB>>::type_info()
-    }
-
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <str as sqlx::Type<DB>>::compatible(ty)
-    }
-}
-
-impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for SessionId
-where
-    &'r str: sqlx::Decode<'r, DB>,
-{
-    fn decode(
-        value: <DB as sqlx::Database>::ValueRef<'r>,
-    ) -> Result<Self, sqlx::error::BoxDynError> {
-        let text = <&str as sqlx::Decode<DB>>::decode(value)?;
-        Ok(Self::parse(text)?)
-    }
-}
+stored_as_parsed_text!(SessionId);
 
 #[cfg(test)]
 mod tests {

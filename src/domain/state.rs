@@ -57,32 +57,7 @@ impl std::fmt::Display for SessionState {
     }
 }
 
-/// Stored as its text; a stored value this version does not know is a
-/// decoding error, never a silent default.
-impl<DB: sqlx::Database> sqlx::Type<DB> for SessionState
-where
-    str: sqlx::Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <str as sqlx::Type<DB>>::type_info()
-    }
-
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <str as sqlx::Type<DB>>::compatible(ty)
-    }
-}
-
-impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for SessionState
-where
-    &'r str: sqlx::Decode<'r, DB>,
-{
-    fn decode(
-        value: <DB as sqlx::Database>::ValueRef<'r>,
-    ) -> Result<Self, sqlx::error::BoxDynError> {
-        let text = <&str as sqlx::Decode<DB>>::decode(value)?;
-        Ok(Self::parse(text)?)
-    }
-}
+stored_as_parsed_text!(SessionState);
 
 #[cfg(test)]
 mod tests {

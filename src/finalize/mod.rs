@@ -10,7 +10,8 @@
 //! another node takes (several), and the step runs again from the chunks;
 //! the old temporary file is swept and the rename (or the multipart
 //! upload's completion) is atomic. `ready` commits only while the step still
-//! holds its claim, so two steps never both finish one session. A crash after `ready` leaves garbage chunks, which
+//! holds its claim, so two steps never both finish one session. A crash
+//! after `ready` leaves garbage chunks, which
 //! [`crate::sweep`] deletes. There is never a half file served nor a chunk deleted
 //! too soon. A failing step is retried with backoff, never abandoned.
 
@@ -96,11 +97,15 @@ impl Finalizer {
 
     async fn finalize_claimed_inner(&self, claim: Claim) -> Outcome {
         let lease = Lease::new(&claim);
-        let step = self.finalize_step(&claim, &lease);
-        let outcome = match lease.renewed_while(self, step).await {
-            Ok(outcome) => outcome,
-            Err(err) => self.retry_later(&claim, &lease, err).await,
+        // The retry is recorded inside the renewed span too, so no renewal
+        // can move the token between the step's end and its last write.
+        let step = async {
+            match self.finalize_step(&claim, &lease).await {
+                Ok(outcome) => outcome,
+                Err(err) => self.retry_later(&claim, &lease, err).await,
+            }
         };
+        let outcome = lease.renewed_while(self, step).await;
         let _ = self.finalized.send(claim.seq); // nobody listening is fine
         self.cluster.send(Notice::Finalized(claim.seq)).await;
         outcome
@@ -113,10 +118,12 @@ impl Finalizer {
         let Some(facts) = self.build_recording(claim).await? else {
             return self.nothing_to_join(claim, now).await;
         };
+        let token = lease.hold().await; // no renewal while `ready` commits
         let marked = self
-            .mark_ready(claim.seq, lease.token(), &facts, now)
+            .mark_ready(claim.seq, *token, &facts, now)
             .await
             .context("marking the session ready")?;
+        drop(token);
         match marked {
             MarkedReady::Ready => {
                 tracing::info!(
@@ -240,11 +247,13 @@ impl Finalizer {
         let delay = retry_delay(claim.finalize_attempts);
         // Backdated so that the lease seems to run out when the delay does.
         let claimable_at = db::now_ms() - lease_ms(self.lease) + delay.as_millis() as i64;
-        match self
+        let token = lease.hold().await;
+        let recorded = self
             .db
-            .record_attempt_failed(claim.seq, lease.token(), &reason, claimable_at)
-            .await
-        {
+            .record_attempt_failed(claim.seq, *token, &reason, claimable_at)
+            .await;
+        drop(token);
+        match recorded {
             Ok(Some(attempts)) => {
                 tracing::error!(error = %format!("{err:#}"), attempts, retry_in = ?delay, "finalize failed")
             }
@@ -435,22 +444,25 @@ fn lease_ms(lease: Duration) -> i64 {
 }
 
 /// A held claim. Its token (the claim's time) moves on with each renewal;
-/// `ready` commits only with the current one.
+/// `ready` and a failed attempt commit only with the current one. The lock
+/// keeps a renewal and those writes from overlapping: a renewal committed
+/// while `ready` is in flight would make the step's own token stale.
 struct Lease {
     seq: i64,
-    token: std::sync::atomic::AtomicI64,
+    token: tokio::sync::Mutex<i64>,
 }
 
 impl Lease {
     fn new(claim: &Claim) -> Self {
         Self {
             seq: claim.seq,
-            token: std::sync::atomic::AtomicI64::new(claim.claimed_at),
+            token: tokio::sync::Mutex::new(claim.claimed_at),
         }
     }
 
-    fn token(&self) -> i64 {
-        self.token.load(std::sync::atomic::Ordering::Acquire)
+    /// The current token, held: no renewal runs until the guard is dropped.
+    async fn hold(&self) -> tokio::sync::MutexGuard<'_, i64> {
+        self.token.lock().await
     }
 
     /// Runs `step`, renewing the claim every third of the lease meanwhile,
@@ -465,14 +477,13 @@ impl Lease {
         let renewals = async {
             loop {
                 tokio::time::sleep(finalizer.lease / 3).await;
+                let mut token = self.hold().await;
                 match finalizer
                     .db
-                    .renew_claim(self.seq, self.token(), db::now_ms())
+                    .renew_claim(self.seq, *token, db::now_ms())
                     .await
                 {
-                    Ok(Some(token)) => self
-                        .token
-                        .store(token, std::sync::atomic::Ordering::Release),
+                    Ok(Some(renewed)) => *token = renewed,
                     Ok(None) => {
                         tracing::warn!("the finalize claim was lost: its lease ran out");
                         return;
