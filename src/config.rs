@@ -141,6 +141,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// How far behind the database's commits may fall before load is shed: at this writer lag
+    /// new WebSocket connections are told to come back later, and at one and a half times it
+    /// open connections are closed a few at a time (both 4429 with `retry_after_ms`; clients
+    /// resend what was not acknowledged). 0 turns shedding off, so chunks queue instead.
+    #[arg(long, env = "SPOOL_MAX_WRITER_LAG", default_value = "100ms", value_parser = parse_duration_or_zero)]
+    pub max_writer_lag: Duration,
+
     /// Sessions one client address (an IPv6 /64) may create per minute without the API key
     /// (bursts of that many pass); over it: 429 with Retry-After. Requests carrying the API key
     /// are not limited. 0 turns the limit off (e.g. behind a proxy that hides client addresses).
@@ -291,6 +298,14 @@ pub(crate) fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
     }
 }
 
+/// A duration where "0" means "off".
+fn parse_duration_or_zero(raw: &str) -> Result<Duration, String> {
+    if raw.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(raw.trim()).map_err(|e| format!("{e} (examples: 30m, 90s, 1h)"))
+}
+
 fn parse_lease(raw: &str) -> Result<Duration, String> {
     let lease = parse_duration(raw)?;
     if lease < Duration::from_secs(1) {
@@ -340,8 +355,7 @@ pub(crate) fn parse_storage(raw: &str) -> Result<S3Location, String> {
 }
 
 fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let duration =
-        humantime::parse_duration(raw).map_err(|e| format!("{e} (examples: 30m, 90s, 1h)"))?;
+    let duration = parse_duration_or_zero(raw)?;
     if duration.is_zero() {
         Err("must be more than zero".into())
     } else {
@@ -360,6 +374,7 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./spool-data"));
         assert_eq!(config.max_chunk_bytes, 1024 * 1024);
         assert_eq!(config.idle_finalize_after, Duration::from_secs(30 * 60));
+        assert_eq!(config.max_writer_lag, Duration::from_millis(100));
         assert!(config.api_key.is_none() && config.admin_token.is_none());
         assert_eq!(config.max_connections, 10_000);
         assert_eq!(config.max_sessions_per_minute, 60);

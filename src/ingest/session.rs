@@ -9,7 +9,7 @@ use futures_util::{Sink, Stream, StreamExt};
 use tokio::sync::broadcast;
 
 use super::close::CloseReason;
-use super::overload;
+use super::overload::Shedding;
 use super::rate::RateLimit;
 use super::slow_message::{self, PartialMessageWatch};
 use super::socket::{Connection, send_text};
@@ -40,6 +40,7 @@ pub(super) struct Session {
     acked: i64,
     in_flight: FuturesOrdered<PendingChunk>,
     rate: Option<RateLimit>,
+    shedding: Option<Shedding>,
     /// When a chunk of this connection last committed (which updates `last_seen_at`).
     committed_at: Instant,
     /// Subscribed once `finish` is accepted: tells when the recording is ready.
@@ -53,6 +54,7 @@ impl Session {
         Self {
             max_chunk_bytes: app.config.max_chunk_bytes as usize,
             rate: RateLimit::new(app.config.max_chunks_per_second, Instant::now()),
+            shedding: Shedding::new(app.config.max_writer_lag),
             committed_at: Instant::now(),
             app,
             base: connection.base.clone(),
@@ -190,7 +192,9 @@ impl Session {
                 "over {limit} chunks per second; back off and reconnect"
             )));
         }
-        overload::shed(self.app.writer.lag(), self.seq, chunk.index)?;
+        if let Some(shedding) = &self.shedding {
+            shedding.shed(self.app.writer.lag(), self.seq, chunk.index)?;
+        }
         let pending = self
             .app
             .writer

@@ -7,7 +7,7 @@ use futures_util::{Sink, SinkExt, Stream};
 use tracing::Instrument;
 
 use super::close::CloseReason;
-use super::overload;
+use super::overload::Shedding;
 use super::session::Session;
 use crate::api::{BaseUrl, Credential};
 use crate::db::{self, sessions::ClientInfo};
@@ -66,7 +66,9 @@ async fn admit(connection: &Connection) -> Result<db::sessions::SessionRow, Clos
     if connection.slot.is_none() {
         return Err(CloseReason::Busy(connection.state.socket_slots.limit()));
     }
-    overload::admit(connection.state.writer.lag())?;
+    if let Some(shedding) = Shedding::new(connection.state.config.max_writer_lag) {
+        shedding.admit(connection.state.writer.lag())?;
+    }
     let id = SessionId::parse(&connection.session).map_err(|_| CloseReason::UnknownSession)?;
     let row = connection
         .state

@@ -139,6 +139,8 @@ pub async fn spawn_in(data_dir: PathBuf, configure: impl FnOnce(&mut Config)) ->
     config.database_url = test_database(&data_dir)
         .await
         .map(|url| spool::config::DatabaseUrl::parse(&url).unwrap());
+    // Tests not about load must not hang on this machine's commit latency.
+    config.max_writer_lag = Duration::ZERO;
     configure(&mut config);
     let app = App::build(config).await.expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
@@ -505,6 +507,8 @@ impl ServerProcess {
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // As in `spawn_in`: no load shedding that a slow commit could set off.
+            .env("SPOOL_MAX_WRITER_LAG", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)

@@ -151,7 +151,7 @@ async fn a_node_killed_mid_finalize_is_finished_by_another() {
     let (id, token) = a.create_session().await;
     let mut on_a = a.connect(&id, &token).await;
     assert_eq!(on_a.recv_json().await["type"], "ready");
-    // Paced, as a recorder sends: a flood would be shed with 4429.
+    // Paced, as a recorder sends.
     for (index, chunk) in chunks.iter().enumerate() {
         on_a.send_chunk(index as u32, chunk).await;
         if index % 20 == 19 {
