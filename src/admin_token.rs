@@ -2,6 +2,9 @@
 //! first start in `<data dir>/admin-token` (mode 0600) and reuses after, so
 //! no install is ever open by default. The file's path is logged, never the
 //! token; the CLI reads the same file when it runs beside the server.
+//!
+//! Nodes sharing PostgreSQL share the token too ([`resolve_shared`]): the
+//! database keeps the SHA-256 of the first node's, and every node accepts it.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -9,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::domain::{Secret, Token};
+use crate::db::postgres::PostgresDatabase;
+use crate::domain::{Secret, Token, TokenHash};
 
 pub const FILE_NAME: &str = "admin-token";
 
@@ -35,6 +39,53 @@ pub fn resolve(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Secr
             Ok(Secret::new(token.expose()))
         }
     }
+}
+
+/// As [`resolve`], for a node on a shared database: without a configured
+/// token, the first node to start registers the hash of its data
+/// directory's token (made if missing), and every node accepts that one.
+/// Only nodes whose file holds it can show it; the others say where it is.
+pub async fn resolve_shared(
+    configured: Option<&str>,
+    data_dir: &Path,
+    db: &PostgresDatabase,
+) -> anyhow::Result<Secret> {
+    if let Some(token) = configured {
+        return Ok(Secret::new(token));
+    }
+    let path = path_in(data_dir);
+    let (proposed, made) = match read(&path)? {
+        Some(token) => (TokenHash::of(&token), false),
+        None => {
+            // On disk before it is registered: a token in force always has a holder.
+            let token = Token::generate();
+            create(&path, token.expose())?;
+            (token.hash(), true)
+        }
+    };
+    let shared = db.share_admin_token(&proposed).await?;
+    if shared == proposed {
+        tracing::info!(
+            path = %path.display(),
+            "admin token {}; every node on this database accepts it",
+            if made { "created; read it from this file" } else { "read from file" }
+        );
+    } else if made {
+        std::fs::remove_file(&path).with_context(|| {
+            format!("removing {}, which lost to another node's", path.display())
+        })?;
+        tracing::info!(
+            "admin token: the one another node on this database registered first; \
+             read it from that node's admin-token file (this node keeps no copy)"
+        );
+    } else {
+        tracing::warn!(
+            path = %path.display(),
+            "this file's admin token is not accepted: the nodes on this database share the token \
+             of the node that registered first (in that node's admin-token file)"
+        );
+    }
+    Ok(Secret::from_hash(shared))
 }
 
 /// The token in `path`, if the file exists; a blank file is an error.

@@ -9,6 +9,9 @@
 //! session's chunks are read back and checked. A run cut short is simply
 //! run again: sessions already there are skipped. The source is never
 //! changed.
+//!
+//! The data directory's admin token becomes the one every node accepts
+//! (unless the database has one already), so the admin keeps their token.
 
 #![allow(rustdoc::invalid_html_tags)] // `<data-dir>` in the --help text
 
@@ -20,12 +23,14 @@ use futures_util::StreamExt;
 use sha2::Digest;
 use tokio::io::AsyncReadExt;
 
+use crate::admin_token;
 use crate::config::{DatabaseUrl, parse_database_url, parse_storage};
 use crate::db::chunks::{self, StoredChunk};
 use crate::db::export::{self, ExportedSession};
 use crate::db::postgres::{ChunkDigest, Imported, PostgresDatabase};
 use crate::db::{Database, sqlite};
-use crate::storage::{LocalRecordings, Recordings, S3Location, S3Recordings};
+use crate::domain::{MimeType, TokenHash};
+use crate::storage::{LocalRecordings, RecordingWriter, Recordings, S3Location, S3Recordings};
 
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
@@ -124,8 +129,23 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         copied.recording_bytes,
         copied.events
     );
+    let token_file = admin_token::path_in(&args.data_dir);
+    let token_note = match admin_token::read(&token_file)? {
+        Some(token) => {
+            let ours = TokenHash::of(&token);
+            if target.share_admin_token(&ours).await? == ours {
+                format!(
+                    "the admin token in {} works on every node",
+                    token_file.display()
+                )
+            } else {
+                "the database had an admin token already; that one works on every node, not the one in this data directory".to_owned()
+            }
+        }
+        None => "the first node to start makes the admin token every node accepts".to_owned(),
+    };
     println!(
-        "start every node with --database-url{} and the same --admin-token",
+        "start every node with --database-url{}; {token_note} (or give them all the same --admin-token)",
         if args.storage.is_some() {
             " and --storage"
         } else {
@@ -150,7 +170,8 @@ async fn copy_session(
     }
     // The recording first: once the row lands, it must be there.
     if let (Some(sha256), None) = (&session.recording_sha256, session.recording_expired_at) {
-        let bytes = copy_recording(local, remote, id, sha256).await?;
+        let mime = MimeType::parse(&session.mime_type).unwrap_or_else(|_| MimeType::octet_stream());
+        let bytes = copy_recording(local, remote, id, &mime, sha256).await?;
         copied.recordings += 1;
         copied.recording_bytes += bytes;
     }
@@ -199,37 +220,29 @@ async fn copy_recording(
     local: &Recordings,
     remote: Option<&Recordings>,
     id: &str,
+    mime: &MimeType,
     sha256: &str,
 ) -> anyhow::Result<u64> {
     let len = local
         .len(id)
         .await?
         .with_context(|| format!("recording {id} is missing from the recordings directory"))?;
-    let mut reader = local.read_range(id, 0, len).await?;
     let mut out = match remote {
-        Some(remote) => Some(remote.create(id).await?),
+        Some(remote) => Some(remote.create(id, mime).await?),
         None => None,
     };
-    let mut hash = sha2::Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = reader.read(&mut buffer).await?;
-        if read == 0 {
-            break;
-        }
-        hash.update(&buffer[..read]);
-        if let Some(out) = &mut out {
-            out.write_all(&buffer[..read]).await?;
-        }
-    }
-    let local_sha = hex::encode(hash.finalize());
-    if local_sha != sha256 {
+    let checked = match copy_bytes(local, id, len, out.as_mut()).await {
+        Ok(local_sha) if local_sha == sha256 => Ok(()),
+        Ok(local_sha) => Err(anyhow::anyhow!(
+            "recording {id} on disk does not match its SHA-256 ({local_sha}, expected {sha256})"
+        )),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = checked {
         if let Some(out) = out {
             out.abandon().await;
         }
-        anyhow::bail!(
-            "recording {id} on disk does not match its SHA-256 ({local_sha}, expected {sha256})"
-        );
+        return Err(e);
     }
     if let (Some(out), Some(remote)) = (out, remote) {
         out.commit().await?;
@@ -240,6 +253,29 @@ async fn copy_recording(
         );
     }
     Ok(len)
+}
+
+/// Reads recording `id` whole, writing it to `out` if given; its SHA-256.
+async fn copy_bytes(
+    local: &Recordings,
+    id: &str,
+    len: u64,
+    mut out: Option<&mut RecordingWriter>,
+) -> anyhow::Result<String> {
+    let mut reader = local.read_range(id, 0, len).await?;
+    let mut hash = sha2::Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = reader.read(&mut buffer).await?;
+        if read == 0 {
+            break;
+        }
+        hash.update(&buffer[..read]);
+        if let Some(out) = out.as_deref_mut() {
+            out.write_all(&buffer[..read]).await?;
+        }
+    }
+    Ok(hex::encode(hash.finalize()))
 }
 
 async fn read_all_sha256(recordings: &Recordings, id: &str) -> anyhow::Result<String> {

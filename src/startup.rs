@@ -70,6 +70,7 @@ impl App {
         .await?;
         let Opened {
             db,
+            admin_token,
             data_lock,
             cluster,
             task: database_task,
@@ -102,7 +103,7 @@ impl App {
             finalize::finalize_now(db.clone(), config.finalize_lease);
         let state = AppState {
             api_key: config.api_key.as_deref().map(Secret::new),
-            admin_token: admin_token::resolve(config.admin_token.as_deref(), &config.data_dir)?,
+            admin_token,
             db: db.clone(),
             writer: writer.clone(),
             recordings: recordings.clone(),
@@ -252,6 +253,8 @@ impl App {
 /// The database as configured, and what comes with it.
 struct Opened {
     db: Arc<dyn Database>,
+    /// The data directory's, or with PostgreSQL the one all nodes share.
+    admin_token: Secret,
     /// SQLite: one server per data directory.
     data_lock: Option<std::fs::File>,
     cluster: Cluster,
@@ -284,6 +287,7 @@ async fn open_database(
         let task = writer::checkpoint::spawn(&path, stop).await?;
         return Ok(Opened {
             db: Arc::new(db),
+            admin_token: admin_token::resolve(config.admin_token.as_deref(), &config.data_dir)?,
             data_lock: Some(data_lock),
             cluster: Cluster::single(),
             task,
@@ -299,15 +303,12 @@ async fn open_database(
              where other nodes cannot serve them; use --storage s3://… with several nodes"
         );
     }
-    if config.admin_token.is_none() {
-        tracing::warn!(
-            "--database-url without --admin-token: each node makes its own admin token; \
-             give every node the same --admin-token"
-        );
-    }
+    let admin_token =
+        admin_token::resolve_shared(config.admin_token.as_deref(), &config.data_dir, &db).await?;
     let (cluster, task) = Cluster::join(db.pool().clone(), receivers, stop).await?;
     Ok(Opened {
         db: Arc::new(db),
+        admin_token,
         data_lock: None,
         cluster,
         task,

@@ -19,7 +19,7 @@ use super::finalize::Claim;
 use super::sessions::{ChunkHolder, FileOwner, NewSession, SessionRow};
 use super::webhooks::{EventFor, NewEvent, PendingEvent};
 use super::{Backend, ChunkWriter, Database};
-use crate::domain::{SessionId, SessionState};
+use crate::domain::{SessionId, SessionState, TokenHash};
 
 /// Connections per node for everything but the writer.
 const POOL_CONNECTIONS: u32 = 16;
@@ -75,6 +75,25 @@ impl PostgresDatabase {
     /// The connection options, for a `LISTEN` connection.
     pub fn options(&self) -> &PgConnectOptions {
         &self.options
+    }
+
+    /// Registers `proposed` as the admin token's hash unless one is
+    /// registered already; returns the one that holds (the first wins).
+    pub async fn share_admin_token(&self, proposed: &TokenHash) -> anyhow::Result<TokenHash> {
+        sqlx::query(
+            "INSERT INTO shared_secrets (name, sha256) VALUES ('admin_token', $1) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(proposed.as_bytes())
+        .execute(&self.pool)
+        .await
+        .context("registering the admin token's hash")?;
+        let stored: Vec<u8> =
+            sqlx::query_scalar("SELECT sha256 FROM shared_secrets WHERE name = 'admin_token'")
+                .fetch_one(&self.pool)
+                .await
+                .context("reading the admin token's hash")?;
+        TokenHash::from_stored(&stored).context("the stored admin token hash is not 32 bytes")
     }
 }
 

@@ -73,6 +73,11 @@ impl Secret {
         Self(TokenHash::of(plain))
     }
 
+    /// A secret known only by its hash (one another node registered).
+    pub fn from_hash(hash: TokenHash) -> Self {
+        Self(hash)
+    }
+
     pub fn matches(&self, presented: &str) -> bool {
         self.0.matches(presented)
     }

@@ -284,7 +284,7 @@ impl Finalizer {
         let mime = MimeType::parse(&claim.mime_type).unwrap_or_else(|_| MimeType::octet_stream());
         let db = self.db.as_ref();
         let read_chunks = || Box::pin(read_prefix(db, claim.seq, count));
-        let mut out = self.recordings.create(&claim.public_id).await?;
+        let mut out = self.recordings.create(&claim.public_id, &mime).await?;
         let joined = match join::join_chunks(
             &mime,
             read_chunks,

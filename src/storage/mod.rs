@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncRead;
 
+use crate::domain::MimeType;
+
 pub use local::{LocalRecordings, LocalWriter, Scratch};
 pub use s3::{S3Location, S3Recordings, S3Writer};
 
@@ -27,10 +29,12 @@ pub enum Recordings {
 
 impl Recordings {
     /// Starts writing the recording `key`; nothing is visible until `commit`.
-    pub async fn create(&self, key: &str) -> anyhow::Result<RecordingWriter> {
+    /// An object store keeps its type and file name with it, for players
+    /// sent there directly (a local file gets them when it is served).
+    pub async fn create(&self, key: &str, mime: &MimeType) -> anyhow::Result<RecordingWriter> {
         Ok(match self {
             Self::Local(local) => RecordingWriter::Local(local.create(key).await?),
-            Self::S3 { objects, .. } => RecordingWriter::S3(objects.create(key)),
+            Self::S3 { objects, .. } => RecordingWriter::S3(objects.create(key, mime).await?),
         })
     }
 

@@ -4,21 +4,28 @@
 //!
 //! A recording is uploaded in parts and becomes visible, whole, when the
 //! multipart upload completes; that completion is what `commit` waits for,
-//! so chunks are only released once the object is durable. An upload a
-//! crash cuts short is never visible (the bucket's lifecycle rule for
-//! incomplete multipart uploads reclaims its parts).
+//! so chunks are only released once the object is durable. An upload that
+//! fails is aborted, so its parts do not linger; one a crash cuts short is
+//! never visible (the bucket's lifecycle rule for incomplete multipart
+//! uploads reclaims its parts). Objects carry the session's Content-Type,
+//! for players that fetch them from the store directly.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
-use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use object_store::{
+    Attribute, Attributes, GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutPayload, UploadPart,
+};
+use tokio::io::AsyncRead;
+
+use crate::domain::MimeType;
 
 /// Bytes buffered before a part is uploaded (S3's minimum part is 5 MiB).
 const PART_BYTES: usize = 8 << 20;
@@ -97,12 +104,26 @@ impl S3Recordings {
         }
     }
 
-    pub fn create(&self, key: &str) -> S3Writer {
-        let store: Arc<dyn ObjectStore> = self.store.clone();
-        S3Writer {
-            upload: BufWriter::with_capacity(store, self.path_of(key), PART_BYTES)
-                .with_max_concurrency(UPLOADS_IN_FLIGHT),
-        }
+    /// Starts the multipart upload of recording `key`.
+    pub async fn create(&self, key: &str, mime: &MimeType) -> anyhow::Result<S3Writer> {
+        let disposition = format!("inline; filename=\"{key}.{}\"", mime.file_extension());
+        let options = PutMultipartOptions {
+            attributes: Attributes::from_iter([
+                (Attribute::ContentType, mime.content_type()),
+                (Attribute::ContentDisposition, disposition),
+            ]),
+            ..PutMultipartOptions::default()
+        };
+        let upload = self
+            .store
+            .put_multipart_opts(&self.path_of(key), options)
+            .await
+            .context("starting a recording's upload")?;
+        Ok(S3Writer {
+            upload,
+            part: Vec::new(),
+            in_flight: FuturesUnordered::new(),
+        })
     }
 
     pub async fn len(&self, key: &str) -> anyhow::Result<Option<u64>> {
@@ -169,28 +190,70 @@ impl S3Recordings {
 
 /// A recording being uploaded; invisible until `commit` completes it.
 pub struct S3Writer {
-    upload: BufWriter,
+    upload: Box<dyn MultipartUpload>,
+    /// The part being filled, up to [`PART_BYTES`].
+    part: Vec<u8>,
+    in_flight: FuturesUnordered<UploadPart>,
 }
 
 impl S3Writer {
-    pub async fn write_all(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.upload
-            .write_all(bytes)
-            .await
-            .context("uploading a recording")
+    /// Buffers `bytes`, sending each part as it fills; waits while
+    /// [`UPLOADS_IN_FLIGHT`] parts are on their way.
+    pub async fn write_all(&mut self, mut bytes: &[u8]) -> anyhow::Result<()> {
+        while !bytes.is_empty() {
+            let take = (PART_BYTES - self.part.len()).min(bytes.len());
+            self.part.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.part.len() == PART_BYTES {
+                self.send_part().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_part(&mut self) -> anyhow::Result<()> {
+        while self.in_flight.len() >= UPLOADS_IN_FLIGHT {
+            self.wait_for_one().await?;
+        }
+        let part = std::mem::take(&mut self.part);
+        self.in_flight
+            .push(self.upload.put_part(PutPayload::from(part)));
+        Ok(())
+    }
+
+    async fn wait_for_one(&mut self) -> anyhow::Result<()> {
+        if let Some(sent) = self.in_flight.next().await {
+            sent.context("uploading a part of a recording")?;
+        }
+        Ok(())
     }
 
     /// Uploads the last part and completes the upload: from here the object
-    /// is durable and visible.
+    /// is durable and visible. On failure the upload is aborted.
     pub async fn commit(mut self) -> anyhow::Result<()> {
-        self.upload
-            .shutdown()
-            .await
-            .context("completing a recording's upload")
+        let completed = async {
+            if !self.part.is_empty() {
+                self.send_part().await?;
+            }
+            while !self.in_flight.is_empty() {
+                self.wait_for_one().await?;
+            }
+            self.upload
+                .complete()
+                .await
+                .context("completing a recording's upload")?;
+            anyhow::Ok(())
+        }
+        .await;
+        if completed.is_err() {
+            self.abandon().await;
+        }
+        completed
     }
 
-    /// Aborts the upload, dropping the parts sent.
+    /// Aborts the upload: the store drops the parts sent.
     pub async fn abandon(mut self) {
+        self.in_flight.clear();
         if let Err(e) = self.upload.abort().await {
             tracing::warn!(error = %e, "aborting a recording's upload");
         }

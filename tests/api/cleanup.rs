@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use spool::domain::MimeType;
 
 use crate::helpers::{
     Created, Inspect, ServerProcess, TestApp, Ws, eventually, payloads, recordings_of, sha256_hex,
@@ -226,7 +227,10 @@ async fn the_start_up_sweep_finishes_what_a_crash_inside_a_delete_left() {
         (stray, "no session owns this"),
         ("README.txt", "not spool's"),
     ] {
-        let mut writer = recordings.create(key).await.unwrap();
+        let mut writer = recordings
+            .create(key, &MimeType::octet_stream())
+            .await
+            .unwrap();
         writer.write_all(bytes.as_bytes()).await.unwrap();
         writer.commit().await.unwrap();
     }

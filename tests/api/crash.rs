@@ -1,7 +1,7 @@
 //! Crashes: `kill -9` of the real binary mid-upload, and a finalize cut short.
 
 use spool::db::{self, Database};
-use spool::domain::SessionId;
+use spool::domain::{MimeType, SessionId};
 use spool::finalize::Finalizer;
 
 use crate::helpers::{
@@ -92,7 +92,10 @@ async fn a_finalize_cut_short_is_finished_by_the_next_start() {
         .unwrap();
     drop(conn);
     let recordings = recordings_of(dir.path()).await;
-    let mut partial = recordings.create(&id).await.unwrap();
+    let mut partial = recordings
+        .create(&id, &MimeType::octet_stream())
+        .await
+        .unwrap();
     partial.write_all(&joined[..1000]).await.unwrap();
     std::mem::forget(partial);
     let database = std::sync::Arc::new(

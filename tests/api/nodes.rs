@@ -39,13 +39,76 @@ impl Nodes {
     }
 
     async fn start(&mut self, extra: &[&str]) -> ServerProcess {
-        let dir = tempfile::tempdir().unwrap();
         let mut args = vec!["--admin-token", ADMIN_TOKEN];
         args.extend_from_slice(extra);
-        let node = ServerProcess::start_node(dir.path(), self.shared.path(), &args).await;
+        self.start_in(tempfile::tempdir().unwrap(), &args).await
+    }
+
+    /// A node without `--admin-token`, over `dir`.
+    async fn start_tokenless(&mut self, dir: tempfile::TempDir) -> ServerProcess {
+        self.start_in(dir, &[]).await
+    }
+
+    async fn start_in(&mut self, dir: tempfile::TempDir, args: &[&str]) -> ServerProcess {
+        let node = ServerProcess::start_node(dir.path(), self.shared.path(), args).await;
         self._dirs.push(dir);
         node
     }
+}
+
+/// The status of an admin request to `node` with `token`.
+async fn admin_status(node: &ServerProcess, token: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("{}/v1/admin/sessions", node.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Without `--admin-token`, the first node makes the token and every node
+/// accepts it; a later node's own token file does not open its admin API.
+#[tokio::test]
+async fn nodes_without_an_admin_token_share_the_first_ones() {
+    let Some(mut nodes) = Nodes::available() else {
+        return;
+    };
+    let first_dir = tempfile::tempdir().unwrap();
+    let token_file = first_dir.path().join("admin-token");
+    let first = nodes.start_tokenless(first_dir).await;
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let token = token.trim();
+
+    let second_dir = tempfile::tempdir().unwrap();
+    let second_file = second_dir.path().join("admin-token");
+    let second = nodes.start_tokenless(second_dir).await;
+    assert!(
+        !second_file.exists(),
+        "a node that lost the race keeps no token file"
+    );
+    let other_dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        other_dir.path().join("admin-token"),
+        "a-token-of-its-own-0123456789\n",
+    )
+    .unwrap();
+    let other = nodes.start_tokenless(other_dir).await;
+
+    for node in [&first, &second, &other] {
+        assert_eq!(admin_status(node, token).await, 200);
+        assert_eq!(
+            admin_status(node, "a-token-of-its-own-0123456789").await,
+            401
+        );
+    }
+    assert!(
+        other
+            .logs()
+            .iter()
+            .any(|line| line.contains("this file's admin token is not accepted"))
+    );
 }
 
 /// A session uploading through node A, cut when A dies, resumed on node B
@@ -267,6 +330,11 @@ async fn migrate_to_moves_a_single_node_install_to_several_nodes() {
         said.contains("done: 0 sessions copied, 3 there already"),
         "{said}"
     );
+
+    assert!(said.contains("the admin token in"), "{said}");
+    let single_token = std::fs::read_to_string(single.path().join("admin-token")).unwrap();
+    let tokenless = nodes.start_tokenless(tempfile::tempdir().unwrap()).await;
+    assert_eq!(admin_status(&tokenless, single_token.trim()).await, 200);
 
     let node = nodes.start(&[]).await;
     for (id, token, joined) in &finished {

@@ -77,6 +77,7 @@ async fn a_recording_is_served_by_redirect_to_a_presigned_url() {
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["content-length"], "12");
     let etag = head.headers()["etag"].to_str().unwrap().to_owned();
+    let content_type = head.headers()["content-type"].clone();
     assert_eq!(etag, format!("\"{}\"", sha256_hex(b"served by S3")));
     let unchanged = no_redirects
         .get(&url)
@@ -90,6 +91,8 @@ async fn a_recording_is_served_by_redirect_to_a_presigned_url() {
 
     let whole = reqwest::get(&location).await.unwrap();
     assert_eq!(whole.status(), 200);
+    // The player fetching from the store gets the recording's own type.
+    assert_eq!(whole.headers()["content-type"], content_type);
     assert_eq!(whole.bytes().await.unwrap(), &b"served by S3"[..]);
     let part = no_redirects
         .get(&location)
