@@ -29,7 +29,7 @@ impl Shedding {
 
     /// Above this lag, connections already admitted are closed, some at each chunk.
     fn shed_above(&self) -> Duration {
-        self.admit_below * 3 / 2
+        self.admit_below.saturating_mul(3) / 2
     }
 
     /// Whether a new connection may start now.

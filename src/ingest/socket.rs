@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use futures_util::{Sink, SinkExt, Stream};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tracing::Instrument;
 
 use super::close::CloseReason;
@@ -116,8 +116,20 @@ async fn send<S: Sink<Message> + Unpin>(socket: &mut S, message: Message) -> Res
     }
 }
 
-/// Sends the `error` message (if the reason has one) and the close frame. Best effort: the peer may be gone.
-async fn close<S: Sink<Message> + Unpin>(socket: &mut S, reason: &CloseReason) {
+/// How long a closing socket's input is read (and dropped) while waiting
+/// for the client's close frame. Dropping a connection with input unread
+/// makes the kernel reset it, and a reset can destroy the `error` message
+/// and close frame before the client reads them (a client sending chunks
+/// when it is shed would see 1006 and no `retry_after_ms`).
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// Sends the `error` message (if the reason has one) and the close frame,
+/// then waits briefly for the client's close frame. Best effort: the peer
+/// may be gone.
+async fn close<S, E>(socket: &mut S, reason: &CloseReason)
+where
+    S: Sink<Message> + Stream<Item = Result<Message, E>> + Unpin,
+{
     if *reason == CloseReason::Dropped {
         return;
     }
@@ -129,5 +141,15 @@ async fn close<S: Sink<Message> + Unpin>(socket: &mut S, reason: &CloseReason) {
         reason: Utf8Bytes::from(reason.close_text()),
     };
     let _ = send(socket, Message::Close(Some(frame))).await;
+    if *reason != CloseReason::ClientGone {
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+            while let Some(Ok(message)) = socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
     let _ = tokio::time::timeout(SEND_TIMEOUT, socket.close()).await;
 }

@@ -243,6 +243,15 @@ impl TestApp {
         }
         ws.send_json(json!({"type": "finish", "chunks": chunks.len()}))
             .await;
+        // Closing with frames still unread would reset the connection and
+        // discard them on the server's side too.
+        let all = chunks.len() as i64;
+        loop {
+            let message = ws.recv_json().await;
+            if message["type"] == "finalized" || message["committed"].as_i64() >= Some(all) {
+                break;
+            }
+        }
         drop(ws);
         let status = self.wait_finalized(&session).await;
         (session, status)
@@ -352,6 +361,45 @@ impl Ws {
     pub async fn send_chunk(&mut self, index: u32, payload: &[u8]) {
         self.send_binary(ChunkFrame::encode(index, index == 0, payload))
             .await;
+    }
+
+    /// As `send_chunk`; false once the server has closed the socket.
+    pub async fn try_send_chunk(&mut self, index: u32, payload: &[u8]) -> bool {
+        let frame = ChunkFrame::encode(index, index == 0, payload);
+        self.stream
+            .send(Message::Binary(frame.into()))
+            .await
+            .is_ok()
+    }
+
+    /// Reads acks until `committed >= target` or the server closes the
+    /// socket: the highest ack seen, and the close if it came first.
+    pub async fn acks_until(&mut self, target: i64) -> (i64, Option<Closed>) {
+        let mut acked = 0;
+        let mut error = None;
+        while acked < target {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("an ack or a close in time");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    match value["type"].as_str() {
+                        Some("ack") => acked = acked.max(value["committed"].as_i64().unwrap()),
+                        Some("error") => error = Some(value),
+                        _ => {}
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    let code = frame.map(|f| u16::from(f.code)).unwrap_or(1005);
+                    return (acked, Some(Closed { code, error }));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("socket failed before a close frame: {e}"),
+                None => panic!("socket ended without a close frame"),
+            }
+        }
+        (acked, None)
     }
 
     /// Sends chunks `from..` of `chunks`, in order.

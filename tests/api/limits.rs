@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, Ws, spawn_app_with};
+use crate::helpers::{Closed, Inspect, TestApp, Ws, spawn_app_with};
 
 /// Waits for the server to close a raw connection (EOF or reset), for at most `within`.
 async fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
@@ -258,4 +258,58 @@ async fn the_api_key_holder_is_not_rate_limited() {
             .unwrap();
         assert_eq!(response.status(), 201);
     }
+}
+
+/// A writer that falls behind sheds load instead of queueing it: with a
+/// commit per chunk and a 1 ms `--max-writer-lag`, a burst leaves the server
+/// turning a new connection away (or closing the bursting one) with 4429
+/// `server_overloaded` and a retry hint, and every chunk acknowledged
+/// before that is stored.
+#[tokio::test]
+async fn a_writer_that_falls_behind_sheds_load_with_a_retry_hint() {
+    let app = spawn_app_with(|c| {
+        c.max_writer_lag = Duration::from_millis(1);
+        c.one_chunk_per_commit = true;
+        c.max_chunks_per_second = 0;
+    })
+    .await;
+    let burst = app.create_session().await;
+    let (mut ws, _) = Ws::ready(&app, &burst).await;
+    let mut sent = 0;
+    while sent < 600 && ws.try_send_chunk(sent, &[7; 2048]).await {
+        sent += 1;
+    }
+
+    let late = app.create_session().await;
+    let mut refused = app.connect(&late).await;
+    let first = refused.recv_json().await;
+    let late_closed = if first["type"] == "error" {
+        let code = refused.closed().await.code;
+        Some(Closed {
+            code,
+            error: Some(first),
+        })
+    } else {
+        None
+    };
+    let (acked, burst_closed) = ws.acks_until(i64::from(sent)).await;
+
+    let shed: Vec<Closed> = [late_closed, burst_closed].into_iter().flatten().collect();
+    assert!(
+        !shed.is_empty(),
+        "neither the new connection nor the burst was shed ({acked} of {sent} acked)"
+    );
+    for closed in &shed {
+        let error = closed.error.as_ref().expect("an error before the close");
+        assert_eq!(closed.code, 4429, "{error}");
+        assert_eq!(error["code"], "server_overloaded", "{error}");
+        assert_eq!(error["retryable"], true, "{error}");
+        assert!(error["retry_after_ms"].as_u64().unwrap() >= 1000, "{error}");
+    }
+    let db = Inspect::open(&app.db_path()).await;
+    let seq = db.seq(&burst.id).await.unwrap();
+    assert!(
+        db.chunks_of(seq).await >= acked,
+        "an acknowledged chunk is missing"
+    );
 }
