@@ -34,7 +34,7 @@ impl Recordings {
     pub async fn create(&self, key: &str, mime: &MimeType) -> anyhow::Result<RecordingWriter> {
         Ok(match self {
             Self::Local(local) => RecordingWriter::Local(local.create(key).await?),
-            Self::S3 { objects, .. } => RecordingWriter::S3(objects.create(key, mime).await?),
+            Self::S3 { objects, .. } => RecordingWriter::S3(objects.create(key, mime)),
         })
     }
 

@@ -3,27 +3,29 @@
 //! `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`).
 //!
 //! A recording is uploaded in parts and becomes visible, whole, when the
-//! multipart upload completes; that completion is what `commit` waits for,
-//! so chunks are only released once the object is durable. An upload that
-//! fails is aborted, so its parts do not linger; one a crash cuts short is
-//! never visible (the bucket's lifecycle rule for incomplete multipart
-//! uploads reclaims its parts). Objects carry the session's Content-Type,
-//! for players that fetch them from the store directly.
+//! multipart upload completes (one smaller than a part is a single PUT);
+//! that completion is what `commit` waits for, so chunks are only released
+//! once the object is durable. An upload that fails is aborted, so its
+//! parts do not linger; one a crash cuts short is never visible (the
+//! bucket's lifecycle rule for incomplete multipart uploads reclaims its
+//! parts). Objects carry their session's Content-Type and a file name, for
+//! players sent to the store directly (objects written by earlier versions
+//! carry neither).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{
     Attribute, Attributes, GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutPayload, UploadPart,
+    PutMultipartOptions, PutOptions, PutPayload,
 };
 use tokio::io::AsyncRead;
+use tokio::task::JoinSet;
 
 use crate::domain::MimeType;
 
@@ -104,26 +106,21 @@ impl S3Recordings {
         }
     }
 
-    /// Starts the multipart upload of recording `key`.
-    pub async fn create(&self, key: &str, mime: &MimeType) -> anyhow::Result<S3Writer> {
+    /// Starts writing recording `key` (the multipart upload begins when a
+    /// first part fills).
+    pub fn create(&self, key: &str, mime: &MimeType) -> S3Writer {
         let disposition = format!("inline; filename=\"{key}.{}\"", mime.file_extension());
-        let options = PutMultipartOptions {
+        S3Writer {
+            store: self.store.clone(),
+            path: self.path_of(key),
             attributes: Attributes::from_iter([
                 (Attribute::ContentType, mime.content_type()),
                 (Attribute::ContentDisposition, disposition),
             ]),
-            ..PutMultipartOptions::default()
-        };
-        let upload = self
-            .store
-            .put_multipart_opts(&self.path_of(key), options)
-            .await
-            .context("starting a recording's upload")?;
-        Ok(S3Writer {
-            upload,
+            upload: None,
             part: Vec::new(),
-            in_flight: FuturesUnordered::new(),
-        })
+            in_flight: JoinSet::new(),
+        }
     }
 
     pub async fn len(&self, key: &str) -> anyhow::Result<Option<u64>> {
@@ -190,10 +187,18 @@ impl S3Recordings {
 
 /// A recording being uploaded; invisible until `commit` completes it.
 pub struct S3Writer {
-    upload: Box<dyn MultipartUpload>,
+    store: Arc<AmazonS3>,
+    path: Path,
+    /// Content-Type and Content-Disposition, for players sent to the store.
+    attributes: Attributes,
+    /// Begun when the first part fills: a recording smaller than a part
+    /// is one PUT.
+    upload: Option<Box<dyn MultipartUpload>>,
     /// The part being filled, up to [`PART_BYTES`].
     part: Vec<u8>,
-    in_flight: FuturesUnordered<UploadPart>,
+    /// Parts on their way, each in a task of its own so that it goes on
+    /// while the next part is read.
+    in_flight: JoinSet<object_store::Result<()>>,
 }
 
 impl S3Writer {
@@ -215,22 +220,50 @@ impl S3Writer {
         while self.in_flight.len() >= UPLOADS_IN_FLIGHT {
             self.wait_for_one().await?;
         }
-        let part = std::mem::take(&mut self.part);
-        self.in_flight
-            .push(self.upload.put_part(PutPayload::from(part)));
+        let upload = match &mut self.upload {
+            Some(upload) => upload,
+            None => {
+                let options = PutMultipartOptions {
+                    attributes: self.attributes.clone(),
+                    ..PutMultipartOptions::default()
+                };
+                let upload = self
+                    .store
+                    .put_multipart_opts(&self.path, options)
+                    .await
+                    .context("starting a recording's upload")?;
+                self.upload.insert(upload)
+            }
+        };
+        // The part's number is taken here, in order, whenever it finishes.
+        let part = upload.put_part(PutPayload::from(std::mem::take(&mut self.part)));
+        self.in_flight.spawn(part);
         Ok(())
     }
 
     async fn wait_for_one(&mut self) -> anyhow::Result<()> {
-        if let Some(sent) = self.in_flight.next().await {
-            sent.context("uploading a part of a recording")?;
+        if let Some(sent) = self.in_flight.join_next().await {
+            sent.context("a part's upload task failed")?
+                .context("uploading a part of a recording")?;
         }
         Ok(())
     }
 
-    /// Uploads the last part and completes the upload: from here the object
+    /// Uploads what is left and completes the upload: from here the object
     /// is durable and visible. On failure the upload is aborted.
     pub async fn commit(mut self) -> anyhow::Result<()> {
+        if self.upload.is_none() {
+            let options = PutOptions {
+                attributes: self.attributes.clone(),
+                ..PutOptions::default()
+            };
+            let whole = PutPayload::from(std::mem::take(&mut self.part));
+            self.store
+                .put_opts(&self.path, whole, options)
+                .await
+                .context("uploading a recording")?;
+            return Ok(());
+        }
         let completed = async {
             if !self.part.is_empty() {
                 self.send_part().await?;
@@ -238,10 +271,12 @@ impl S3Writer {
             while !self.in_flight.is_empty() {
                 self.wait_for_one().await?;
             }
-            self.upload
-                .complete()
-                .await
-                .context("completing a recording's upload")?;
+            if let Some(upload) = &mut self.upload {
+                upload
+                    .complete()
+                    .await
+                    .context("completing a recording's upload")?;
+            }
             anyhow::Ok(())
         }
         .await;
@@ -253,8 +288,10 @@ impl S3Writer {
 
     /// Aborts the upload: the store drops the parts sent.
     pub async fn abandon(mut self) {
-        self.in_flight.clear();
-        if let Err(e) = self.upload.abort().await {
+        self.in_flight.shutdown().await;
+        if let Some(upload) = &mut self.upload
+            && let Err(e) = upload.abort().await
+        {
             tracing::warn!(error = %e, "aborting a recording's upload");
         }
     }

@@ -102,4 +102,24 @@ async fn a_recording_is_served_by_redirect_to_a_presigned_url() {
         .unwrap();
     assert_eq!(part.status(), 206);
     assert_eq!(part.bytes().await.unwrap(), &b"by S3"[..]);
+
+    // Larger than a part: uploaded in parts, with the same headers.
+    let chunks: Vec<Vec<u8>> = (0..9u8).map(|i| vec![i; 1 << 20]).collect();
+    let (large, _) = app.record("audio/ogg;codecs=opus", &chunks).await;
+    let redirect = no_redirects
+        .get(app.url(&format!("/v1/sessions/{}/recording", large.id)))
+        .bearer_auth(&large.token)
+        .send()
+        .await
+        .unwrap();
+    let location = redirect.headers()["location"].to_str().unwrap();
+    let whole = reqwest::get(location).await.unwrap();
+    assert_eq!(whole.headers()["content-type"], content_type);
+    assert!(
+        whole.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains(&format!("{}.ogg", large.id))
+    );
+    assert!(whole.bytes().await.unwrap() == chunks.concat());
 }
