@@ -16,6 +16,8 @@ use crate::db::postgres::PostgresDatabase;
 use crate::domain::{Secret, Token, TokenHash};
 
 pub const FILE_NAME: &str = "admin-token";
+/// Where a node on a shared database moves a token file the others do not accept.
+pub const REJECTED_FILE_NAME: &str = "admin-token.rejected";
 
 pub fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE_NAME)
@@ -63,11 +65,20 @@ pub async fn resolve_shared(
             (token.hash(), true)
         }
     };
-    let shared = db.share_admin_token(&proposed).await?;
+    let shared = match db.share_admin_token(&proposed).await {
+        Ok(shared) => shared,
+        Err(e) => {
+            if made {
+                // Never registered: a later start makes another.
+                let _ = std::fs::remove_file(&path);
+            }
+            return Err(e);
+        }
+    };
     if shared == proposed {
         tracing::info!(
             path = %path.display(),
-            "admin token {}; every node on this database accepts it",
+            "admin token {}; every node on this database accepts it (keep this file)",
             if made { "created; read it from this file" } else { "read from file" }
         );
     } else if made {
@@ -79,10 +90,15 @@ pub async fn resolve_shared(
              read it from that node's admin-token file (this node keeps no copy)"
         );
     } else {
+        // Out of the way, so the CLI beside this node does not send a token that fails.
+        let rejected = data_dir.join(REJECTED_FILE_NAME);
+        std::fs::rename(&path, &rejected)
+            .with_context(|| format!("moving {} aside", path.display()))?;
         tracing::warn!(
-            path = %path.display(),
-            "this file's admin token is not accepted: the nodes on this database share the token \
-             of the node that registered first (in that node's admin-token file)"
+            path = %rejected.display(),
+            "this node's admin token is not accepted, and its file was moved aside: the nodes \
+             on this database share the token of the node that registered first (in that \
+             node's admin-token file)"
         );
     }
     Ok(Secret::from_hash(shared))
@@ -112,7 +128,14 @@ fn create(path: &Path, token: &str) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", path.display()))?;
     writeln!(file, "{token}")
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    // The file's name too must survive a crash: the token may be registered next.
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

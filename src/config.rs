@@ -86,7 +86,8 @@ pub struct ClientArgs {
     /// The server's base URL (plain HTTP: reach a remote one through an SSH tunnel).
     #[arg(long, env = "SPOOL_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
-    /// The admin token. Unset: read from <data-dir>/admin-token, as a local server writes it.
+    /// The admin token. Unset: read from <data-dir>/admin-token, as a local server writes it
+    /// (with several nodes, only the first node's data directory has it).
     #[arg(long, env = "SPOOL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// The local server's data directory, where its admin-token file is.

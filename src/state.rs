@@ -27,7 +27,8 @@ pub struct AppState {
     pub sweeper: Sweeper,
     pub config: Arc<Config>,
     pub api_key: Option<Secret>,
-    /// `--admin-token`, or the one in `<data dir>/admin-token`: admin is never open.
+    /// `--admin-token`, or the one in `<data dir>/admin-token` (with PostgreSQL,
+    /// the one the nodes share): admin is never open.
     pub admin_token: Secret,
     pub metrics: Arc<Metrics>,
     /// `--max-connections`: places for WebSockets.

@@ -42,7 +42,7 @@ impl utoipa::Modify for BearerSchemes {
             ),
             (
                 "admin_token",
-                "`--admin-token`, or the one the server wrote to `<data-dir>/admin-token`.",
+                "`--admin-token`, or the one the server wrote to `<data-dir>/admin-token` (with several nodes, the first node's).",
             ),
             (
                 "api_key",

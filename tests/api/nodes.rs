@@ -107,7 +107,7 @@ async fn nodes_without_an_admin_token_share_the_first_ones() {
         other
             .logs()
             .iter()
-            .any(|line| line.contains("this file's admin token is not accepted"))
+            .any(|line| line.contains("this node's admin token is not accepted"))
     );
 }
 
