@@ -9,12 +9,16 @@
 //! every chunk and state. A notice lost while a listener reconnects costs a
 //! socket that closes late or a `finalized` the client then reads with
 //! `GET /sessions/{id}`, never a chunk.
+//!
+//! Sending never waits on the database: notices queue for one task that
+//! sends whatever has gathered in one statement, so a reconnect storm of
+//! thousands of sockets costs a handful of round trips, not one each.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use sqlx::postgres::{PgListener, PgPool};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +26,10 @@ use crate::connections::ConnectionRegistry;
 
 /// The one channel every node listens on.
 const CHANNEL: &str = "spool";
+/// Notices waiting to be sent; past this, new ones are dropped (and logged).
+const QUEUED_NOTICES: usize = 16_384;
+/// Notices sent in one statement at most.
+const NOTICES_PER_SEND: usize = 1_024;
 
 /// What happened to a session, as sent between nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +72,8 @@ pub struct Cluster {
 }
 
 struct Shared {
-    pool: PgPool,
-    /// Random per process: a node ignores its own notices.
-    node: String,
+    /// To the task that sends them ([`send_queued`]).
+    queue: mpsc::Sender<Notice>,
 }
 
 /// Where notices from other nodes go.
@@ -100,26 +107,42 @@ impl Cluster {
             .context("listening for other nodes' notices")?;
         tracing::info!(node, "joined the other nodes on this database");
         let task = tokio::spawn(listen(listener, node.clone(), receivers, stop));
+        let (queue, queued) = mpsc::channel(QUEUED_NOTICES);
+        // Ends when the last `Cluster` is dropped, after sending what it holds.
+        tokio::spawn(send_queued(pool, node, queued));
         Ok((
             Self {
-                shared: Some(Arc::new(Shared { pool, node })),
+                shared: Some(Arc::new(Shared { queue })),
             },
             task,
         ))
     }
 
-    /// Tells the other nodes; a failure is logged (notices are hints).
-    pub async fn send(&self, notice: Notice) {
+    /// Queues a notice for the other nodes, without waiting; one that does
+    /// not fit the queue is logged and dropped (notices are hints).
+    pub fn send(&self, notice: Notice) {
         let Some(shared) = &self.shared else {
             return;
         };
-        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+        if let Err(e) = shared.queue.try_send(notice) {
+            tracing::warn!(?notice, error = %e, "could not tell the other nodes");
+        }
+    }
+}
+
+/// Sends queued notices, all that have gathered in one statement (and so
+/// one transaction: PostgreSQL delivers them together, in order).
+async fn send_queued(pool: PgPool, node: String, mut queued: mpsc::Receiver<Notice>) {
+    let mut batch = Vec::with_capacity(NOTICES_PER_SEND);
+    while queued.recv_many(&mut batch, NOTICES_PER_SEND).await > 0 {
+        let payloads: Vec<String> = batch.drain(..).map(|n| n.encode(&node)).collect();
+        let sent = sqlx::query("SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload")
             .bind(CHANNEL)
-            .bind(notice.encode(&shared.node))
-            .execute(&shared.pool)
+            .bind(&payloads)
+            .execute(&pool)
             .await;
         if let Err(e) = sent {
-            tracing::warn!(error = %e, ?notice, "could not tell the other nodes");
+            tracing::warn!(error = %e, notices = payloads.len(), "could not tell the other nodes");
         }
     }
 }

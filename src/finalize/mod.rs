@@ -107,7 +107,7 @@ impl Finalizer {
         };
         let outcome = lease.renewed_while(self, step).await;
         let _ = self.finalized.send(claim.seq); // nobody listening is fine
-        self.cluster.send(Notice::Finalized(claim.seq)).await;
+        self.cluster.send(Notice::Finalized(claim.seq));
         outcome
     }
 

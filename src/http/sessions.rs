@@ -225,7 +225,7 @@ async fn delete_session(
         return Err(ApiError::NotFound("session"));
     }
     state.connections.evict(row.seq);
-    state.cluster.send(Notice::Deleted(row.seq)).await;
+    state.cluster.send(Notice::Deleted(row.seq));
     tracing::info!(session = %id, "session deleted");
     let sweeper = state.sweeper.clone();
     let purge = state.tasks.spawn(async move {

@@ -75,7 +75,7 @@ impl Session {
     {
         let mut registration = self.app.connections.register(self.seq);
         // An older socket of this session on another node closes with 4499.
-        self.app.cluster.send(Notice::Connected(self.seq)).await;
+        self.app.cluster.send(Notice::Connected(self.seq));
         let ready = match self.greet().await {
             Ok(ready) => ready,
             Err(reason) => return reason,
