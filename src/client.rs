@@ -275,10 +275,13 @@ impl Connection {
                         .map_err(|_| ClientError::Unexpected(text.to_string()));
                 }
                 Some(Ok(Message::Close(frame))) => {
+                    // Known now: waiting for the stream's end would leave the
+                    // caller free to send on a closing socket meanwhile.
                     self.closed = Some(frame.unwrap_or(CloseFrame {
                         code: 1005.into(),
                         reason: "".into(),
                     }));
+                    return Ok(None);
                 }
                 Some(Ok(_)) => {} // pings are answered by tungstenite
             }
