@@ -283,15 +283,5 @@ async fn read_all_sha256(recordings: &Recordings, id: &str) -> anyhow::Result<St
         .len(id)
         .await?
         .with_context(|| format!("recording {id} is missing after its copy"))?;
-    let mut reader = recordings.read_range(id, 0, len).await?;
-    let mut hash = sha2::Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let read = reader.read(&mut buffer).await?;
-        if read == 0 {
-            break;
-        }
-        hash.update(&buffer[..read]);
-    }
-    Ok(hex::encode(hash.finalize()))
+    copy_bytes(recordings, id, len, None).await
 }
