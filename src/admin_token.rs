@@ -47,12 +47,24 @@ pub fn resolve(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<Secr
 /// token, the first node to start registers the hash of its data
 /// directory's token (made if missing), and every node accepts that one.
 /// Only nodes whose file holds it can show it; the others say where it is.
+/// A configured token is registered in place of any other, with a warning
+/// when it differs: nodes started with different tokens each accept only
+/// their own, which an operator must hear of.
 pub async fn resolve_shared(
     configured: Option<&str>,
     data_dir: &Path,
     db: &PostgresDatabase,
 ) -> anyhow::Result<Secret> {
     if let Some(token) = configured {
+        let hash = TokenHash::of(token);
+        let replaced = db.register_admin_token(&hash).await?;
+        if replaced.is_some_and(|previous| previous != hash) {
+            tracing::warn!(
+                "this node's --admin-token replaces a different token registered on this \
+                 database: the nodes started with that one (or without --admin-token) accept \
+                 only it until they restart; give every node the same --admin-token"
+            );
+        }
         return Ok(Secret::new(token));
     }
     let path = path_in(data_dir);

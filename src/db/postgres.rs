@@ -95,6 +95,30 @@ impl PostgresDatabase {
                 .context("reading the admin token's hash")?;
         TokenHash::from_stored(&stored).context("the stored admin token hash is not 32 bytes")
     }
+
+    /// Registers `token` as the admin token every node accepts, in place of
+    /// any other; returns the one it replaced.
+    pub async fn register_admin_token(
+        &self,
+        token: &TokenHash,
+    ) -> anyhow::Result<Option<TokenHash>> {
+        let previous: Option<Vec<u8>> = sqlx::query_scalar(
+            "WITH previous AS (SELECT sha256 FROM shared_secrets WHERE name = 'admin_token')
+             INSERT INTO shared_secrets (name, sha256) VALUES ('admin_token', $1)
+             ON CONFLICT (name) DO UPDATE SET sha256 = EXCLUDED.sha256, created_at = now()
+             RETURNING (SELECT sha256 FROM previous)",
+        )
+        .bind(token.as_bytes())
+        .fetch_one(&self.pool)
+        .await
+        .context("registering the admin token's hash")?;
+        previous
+            .map(|stored| {
+                TokenHash::from_stored(&stored)
+                    .context("the stored admin token hash is not 32 bytes")
+            })
+            .transpose()
+    }
 }
 
 /// The writer's own connection. A batch that fails drops it, and the next

@@ -115,6 +115,39 @@ async fn nodes_without_an_admin_token_share_the_first_ones() {
     );
 }
 
+/// Nodes given different `--admin-token`s each accept only their own, so a
+/// node whose token replaces another's says so; the latest configured
+/// token is the one a node without `--admin-token` accepts.
+#[tokio::test]
+async fn a_node_configured_with_another_admin_token_says_so() {
+    let Some(mut nodes) = Nodes::available() else {
+        return;
+    };
+    let first = nodes.start(&[]).await;
+    let same = nodes.start(&[]).await;
+    let rotated = "a-rotated-admin-token-0123456789";
+    let other = nodes
+        .start_in(tempfile::tempdir().unwrap(), &["--admin-token", rotated])
+        .await;
+    let tokenless = nodes.start_tokenless(tempfile::tempdir().unwrap()).await;
+
+    let warned = |node: &ServerProcess| {
+        node.logs()
+            .iter()
+            .any(|line| line.contains("replaces a different token"))
+    };
+    assert!(
+        !warned(&first) && !warned(&same),
+        "the same token is no change"
+    );
+    assert!(warned(&other), "{:#?}", other.logs());
+    assert_eq!(admin_status(&first, ADMIN_TOKEN).await, 200);
+    assert_eq!(admin_status(&other, ADMIN_TOKEN).await, 401);
+    assert_eq!(admin_status(&other, rotated).await, 200);
+    assert_eq!(admin_status(&tokenless, rotated).await, 200);
+    assert_eq!(admin_status(&tokenless, ADMIN_TOKEN).await, 401);
+}
+
 /// A session uploading through node A, cut when A dies, resumed on node B
 /// from what the database says is committed, finished there: the recording
 /// is every byte sent, in order.
