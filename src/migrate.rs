@@ -81,6 +81,9 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         }),
         None => None,
     };
+    if let Some(remote) = &remote {
+        remote.claim_for(&target.installation_id().await?).await?;
+    }
     println!(
         "copying {} into PostgreSQL{}",
         database.display(),

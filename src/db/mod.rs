@@ -45,6 +45,9 @@ pub trait Database: Send + Sync + 'static {
     fn backend(&self) -> Backend;
     /// Answers when the database does.
     async fn ping(&self) -> sqlx::Result<()>;
+    /// A random id made once, by the migrations, when this database was
+    /// created: it tells databases apart where they might share storage.
+    async fn installation_id(&self) -> sqlx::Result<String>;
     /// The connection the chunk writer commits its batches on.
     async fn chunk_writer(&self) -> anyhow::Result<Box<dyn ChunkWriter>>;
 

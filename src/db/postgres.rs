@@ -196,6 +196,12 @@ impl Database for PostgresDatabase {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
     }
 
+    async fn installation_id(&self) -> sqlx::Result<String> {
+        sqlx::query_scalar("SELECT id FROM installation")
+            .fetch_one(&self.pool)
+            .await
+    }
+
     async fn chunk_writer(&self) -> anyhow::Result<Box<dyn ChunkWriter>> {
         Ok(Box::new(PostgresWriter {
             conn: Some(self.connect().await?),

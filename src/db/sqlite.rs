@@ -143,6 +143,12 @@ impl Database for SqliteDatabase {
             .map(drop)
     }
 
+    async fn installation_id(&self) -> sqlx::Result<String> {
+        sqlx::query_scalar!("SELECT id FROM installation")
+            .fetch_one(&self.pool)
+            .await
+    }
+
     async fn chunk_writer(&self) -> anyhow::Result<Box<dyn ChunkWriter>> {
         let mut conn = open_writer_connection(&self.path).await?;
         let block = ArrivalBlock::resume(&mut conn)

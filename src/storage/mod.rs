@@ -76,6 +76,16 @@ impl Recordings {
         }
     }
 
+    /// Makes sure no other database keeps its recordings here (see
+    /// [`S3Recordings::claim_prefix`]). A local directory lives in its
+    /// server's data directory, beside its database, so it needs no claim.
+    pub async fn claim_for(&self, installation_id: &str) -> anyhow::Result<()> {
+        match self {
+            Self::Local(_) => Ok(()),
+            Self::S3 { objects, .. } => objects.claim_prefix(installation_id).await,
+        }
+    }
+
     /// The keys of every recording stored.
     pub async fn keys(&self) -> anyhow::Result<Vec<String>> {
         match self {

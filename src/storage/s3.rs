@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{
     Attribute, Attributes, GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutOptions, PutPayload,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload,
 };
 use tokio::io::AsyncRead;
 use tokio::task::JoinSet;
@@ -34,6 +34,18 @@ const PART_BYTES: usize = 8 << 20;
 /// Parts uploading at once per recording: with the part being filled, at
 /// most 24 MiB of a recording is in memory however long it is.
 const UPLOADS_IN_FLIGHT: usize = 2;
+
+/// The object, under the prefix, naming the database whose recordings the
+/// prefix holds. Not a session id, so never taken for a recording.
+const OWNER_KEY: &str = "spool-owner.json";
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct PrefixOwner {
+    /// The database's installation id.
+    database: String,
+    /// When it was claimed (RFC 3339), for the operator reading an error.
+    claimed_at: String,
+}
 
 /// `s3://bucket/prefix`: where recordings go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,17 +173,88 @@ impl S3Recordings {
         }
     }
 
-    /// The keys of every recording under the prefix.
+    /// The keys of every recording: the objects directly under the prefix
+    /// but its owner record. Deeper objects are not ours: they may be
+    /// another database's, under a longer prefix.
     pub async fn keys(&self) -> anyhow::Result<Vec<String>> {
         let prefix = self.prefix_path();
         let listed: Vec<_> = self
             .store
             .list(prefix.as_ref())
-            .map(|meta| meta.map(|m| m.location.filename().unwrap_or_default().to_owned()))
+            .map_ok(|meta| {
+                let mut rest = match &prefix {
+                    Some(prefix) => meta.location.prefix_match(prefix)?.collect::<Vec<_>>(),
+                    None => meta.location.parts().collect(),
+                };
+                let key = rest.pop().filter(|_| rest.is_empty())?;
+                (key.as_ref() != OWNER_KEY).then(|| key.as_ref().to_owned())
+            })
+            .try_filter_map(|key| std::future::ready(Ok(key)))
             .try_collect()
             .await
             .context("listing recordings")?;
         Ok(listed)
+    }
+
+    /// Makes sure the prefix holds only the recordings of `database` (its
+    /// installation id): the first start writes that id into the prefix,
+    /// and a start with another database is refused. Without this, two
+    /// databases sharing a prefix would each sweep the other's recordings
+    /// away as orphans.
+    pub async fn claim_prefix(&self, database: &str) -> anyhow::Result<()> {
+        let path = self.path_of(OWNER_KEY);
+        let owner = match self.owner(&path).await? {
+            Some(owner) => owner,
+            None => {
+                let mine = PrefixOwner {
+                    database: database.to_owned(),
+                    claimed_at: chrono::Utc::now().to_rfc3339(),
+                };
+                let body = serde_json::to_vec_pretty(&mine)?;
+                // Create, not overwrite: of two first starts, one claim wins
+                // and the other start reads it back below.
+                match self
+                    .store
+                    .put_opts(&path, body.into(), PutMode::Create.into())
+                    .await
+                {
+                    Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+                    Err(e) => {
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("writing {}'s owner", self.location)));
+                    }
+                }
+                self.owner(&path)
+                    .await?
+                    .with_context(|| format!("{path} vanished as it was written"))?
+            }
+        };
+        anyhow::ensure!(
+            owner.database == database,
+            "{} holds the recordings of another Spool database (installation {}, since {}), \
+             and this one (installation {database}) would delete them as orphans: give each \
+             database a prefix of its own. If that database is gone for good and its \
+             recordings may go, delete {path}",
+            self.location,
+            owner.database,
+            owner.claimed_at,
+        );
+        Ok(())
+    }
+
+    async fn owner(&self, path: &Path) -> anyhow::Result<Option<PrefixOwner>> {
+        let got = match self.store.get(path).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {path}"))),
+        };
+        let bytes = got
+            .bytes()
+            .await
+            .with_context(|| format!("reading {path}"))?;
+        let owner = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{path} is not a Spool owner record"))?;
+        Ok(Some(owner))
     }
 
     /// A URL that lets its holder GET the recording for `valid_for`.

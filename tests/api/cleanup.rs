@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde_json::json;
 use spool::domain::MimeType;
+use spool::storage::{S3Location, S3Recordings};
 
 use crate::helpers::{
     Created, Inspect, ServerProcess, TestApp, Ws, eventually, payloads, recordings_of, sha256_hex,
-    spawn_app_with, spawn_in,
+    spawn_app_with, spawn_in, test_storage,
 };
 
 /// A server that lets one socket send chunks as fast as it can.
@@ -234,6 +235,19 @@ async fn the_start_up_sweep_finishes_what_a_crash_inside_a_delete_left() {
         writer.write_all(bytes.as_bytes()).await.unwrap();
         writer.commit().await.unwrap();
     }
+    // In a bucket, an object below the prefix may be another database's,
+    // under a longer prefix of its own.
+    let deeper = match test_storage(dir.path()) {
+        Some(at) => {
+            let at = S3Location::parse(&format!("{at}/deeper")).unwrap();
+            let deeper = S3Recordings::open(at).await.unwrap();
+            let mut writer = deeper.create(stray, &MimeType::octet_stream());
+            writer.write_all(b"another database's").await.unwrap();
+            writer.commit().await.unwrap();
+            Some(deeper)
+        }
+        None => None,
+    };
 
     let server = ServerProcess::start(dir.path(), &[]).await;
     let db = Inspect::open(&dir.path().join("spool.db")).await;
@@ -248,6 +262,12 @@ async fn the_start_up_sweep_finishes_what_a_crash_inside_a_delete_left() {
         recordings.len("README.txt").await.unwrap().is_some(),
         "a file that is not Spool's was removed"
     );
+    if let Some(deeper) = deeper {
+        assert!(
+            deeper.len(stray).await.unwrap().is_some(),
+            "an object below the prefix was swept"
+        );
+    }
     let status = server.wait_ready(kept, &ids[0].1).await;
     assert_eq!(
         status["recording"]["sha256"],

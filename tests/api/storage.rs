@@ -4,7 +4,7 @@
 
 use spool::{App, Config};
 
-use crate::helpers::{sha256_hex, spawn_app_with, test_storage};
+use crate::helpers::{get_bytes, sha256_hex, spawn_app, spawn_app_with, test_config, test_storage};
 
 /// Whether object storage is configured; if not, the test says it is
 /// skipped. CI runs the suite a second time with it (see `.ci/run`).
@@ -122,4 +122,40 @@ async fn a_recording_is_served_by_redirect_to_a_presigned_url() {
             .contains(&format!("{}.ogg", large.id))
     );
     assert!(whole.bytes().await.unwrap() == chunks.concat());
+}
+
+/// Two databases must never share a prefix: each would sweep the other's
+/// recordings away as orphans. The first server claims its prefix; a server
+/// with another database (another data directory, so another SQLite file or
+/// PostgreSQL database) is refused there, and the first one's recording
+/// stays.
+#[tokio::test]
+async fn a_prefix_holding_another_databases_recordings_is_refused_at_start() {
+    if !object_storage_or_skip("a_prefix_holding_another_databases_recordings_is_refused_at_start")
+    {
+        return;
+    }
+    let first = spawn_app().await;
+    let (session, _) = first
+        .record("audio/ogg;codecs=opus", &[b"mine".to_vec()])
+        .await;
+    let prefix = test_storage(&first.data_dir).unwrap();
+
+    let other = tempfile::tempdir().unwrap();
+    let mut config = test_config(other.path()).await;
+    config.storage = Some(prefix.clone());
+    let error = App::build(config)
+        .await
+        .err()
+        .expect("a second database is refused the prefix");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&format!(
+            "{prefix} holds the recordings of another Spool database"
+        )),
+        "{message}"
+    );
+
+    let url = first.url(&format!("/v1/sessions/{}/recording", session.id));
+    assert_eq!(get_bytes(&url, &session.token).await, b"mine");
 }

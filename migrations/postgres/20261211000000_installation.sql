@@ -1,0 +1,9 @@
+-- A random id for this database, made once. Every node writes it into the
+-- object-storage prefix the recordings go to (`spool-owner.json`), so that
+-- a second database pointed at that prefix is refused at start instead of
+-- sweeping this one's recordings away as orphans.
+CREATE TABLE installation (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    id        TEXT NOT NULL
+);
+INSERT INTO installation (singleton, id) VALUES (1, replace(gen_random_uuid()::text, '-', ''));
