@@ -111,15 +111,21 @@ async fn a_delete_abandoned_by_its_client_still_completes_and_survives_a_restart
     let doomed = session_with_chunks(&app, 20_000).await;
     let db = Inspect::open(&app.db_path()).await;
     let doomed_seq = db.seq(&doomed.id).await.unwrap();
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(30))
-        .build()
-        .unwrap();
-    let _gave_up = impatient
-        .delete(app.url(&format!("/v1/sessions/{}", doomed.id)))
-        .bearer_auth(&doomed.token)
-        .send()
-        .await;
+    let request = tokio::spawn(
+        reqwest::Client::new()
+            .delete(app.url(&format!("/v1/sessions/{}", doomed.id)))
+            .bearer_auth(&doomed.token)
+            .send(),
+    );
+    // The client hangs up once the delete has begun (a request dropped
+    // before that may never take effect, which is fine).
+    eventually("the delete begins", || async {
+        db.state(&doomed.id)
+            .await
+            .is_none_or(|state| state == "deleted")
+    })
+    .await;
+    request.abort();
     eventually("the abandoned delete finishes", || async {
         db.chunks_of(doomed_seq).await == 0 && db.seq(&doomed.id).await.is_none()
     })
