@@ -210,18 +210,22 @@ impl S3Recordings {
                     database: database.to_owned(),
                     claimed_at: chrono::Utc::now().to_rfc3339(),
                 };
-                let body = serde_json::to_vec_pretty(&mine)?;
+                let body = PutPayload::from(serde_json::to_vec_pretty(&mine)?);
                 // Create, not overwrite: of two first starts, one claim wins
-                // and the other start reads it back below.
-                match self
+                // and the other start reads it back below. A store without
+                // conditional writes refuses the create; a plain PUT then
+                // claims it (and says why, if it fails too).
+                let created = self
                     .store
-                    .put_opts(&path, body.into(), PutMode::Create.into())
-                    .await
-                {
+                    .put_opts(&path, body.clone(), PutMode::Create.into())
+                    .await;
+                match created {
                     Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
-                    Err(e) => {
-                        return Err(anyhow::Error::new(e)
-                            .context(format!("writing {}'s owner", self.location)));
+                    Err(_) => {
+                        self.store
+                            .put(&path, body)
+                            .await
+                            .with_context(|| format!("writing {}'s owner record", self.location))?;
                     }
                 }
                 self.owner(&path)
