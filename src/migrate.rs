@@ -82,7 +82,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         None => None,
     };
     if let Some(remote) = &remote {
-        remote.claim_for(&target.installation_id().await?).await?;
+        remote.register(&target.installation_id().await?).await?;
     }
     println!(
         "copying {} into PostgreSQL{}",

@@ -82,7 +82,7 @@ impl App {
                 scratch: LocalRecordings::open(config.scratch_dir()).await?,
             },
         };
-        recordings.claim_for(&db.installation_id().await?).await?;
+        recordings.register(&db.installation_id().await?).await?;
         let metrics = Arc::new(Metrics::default());
         let wakeup = Arc::new(Notify::new());
         let batch_rows = if config.one_chunk_per_commit {

@@ -197,9 +197,28 @@ impl Sweeper {
 
     /// Deletes recording files that no session owns: a crash between writing
     /// a file and recording it, or inside a delete. Files whose names are not
-    /// session ids are not Spool's and are left alone.
+    /// session ids are not Spool's and are left alone, and so is everything
+    /// while another database keeps recordings in the same place.
     async fn remove_orphan_files(&self, swept: &mut Swept) -> anyhow::Result<()> {
-        for key in self.recordings.keys().await? {
+        let listing = self.recordings.list().await?;
+        let ours = self
+            .db
+            .installation_id()
+            .await
+            .context("reading this database's installation id")?;
+        let others: Vec<&String> = listing.databases.iter().filter(|id| **id != ours).collect();
+        if !others.is_empty() {
+            tracing::warn!(
+                this_database = %ours,
+                other_databases = ?others,
+                "orphan recordings are not removed: other databases keep recordings in the same \
+                 storage prefix, and theirs would look like orphans here; give each database a \
+                 prefix of its own (or delete the spool-database-<id>.json marker of a database \
+                 that is gone for good)"
+            );
+            return Ok(());
+        }
+        for key in listing.recordings {
             if SessionId::parse(&key).is_err() {
                 continue;
             }

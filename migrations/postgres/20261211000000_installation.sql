@@ -1,7 +1,7 @@
--- A random id for this database, made once. Every node writes it into the
--- object-storage prefix the recordings go to (`spool-owner.json`), so that
--- a second database pointed at that prefix is refused at start instead of
--- sweeping this one's recordings away as orphans.
+-- A random id for this database, made once. The nodes mark the
+-- object-storage prefix with it (`spool-database-<id>.json`), so that where
+-- two databases share a prefix neither sweeps the other's recordings away
+-- as orphans.
 CREATE TABLE installation (
     singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
     id        TEXT NOT NULL

@@ -17,6 +17,22 @@ use crate::domain::MimeType;
 pub use local::{LocalRecordings, LocalWriter, Scratch};
 pub use s3::{S3Location, S3Recordings, S3Writer};
 
+/// One listing of the storage. In a bucket, several databases may keep
+/// recordings under one prefix (a misconfiguration, or a data directory
+/// started again without its database); each says so with a marker before
+/// it writes any. A recording one database does not own may then be
+/// another's, so orphans are only removed when no other database is
+/// listed. Markers sort after every session id (hex digits), so a listing
+/// that reaches a recording written after its database's marker reaches
+/// that marker too.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The names of the stored objects that may be recordings.
+    pub recordings: Vec<String>,
+    /// The installation ids of the databases keeping recordings here.
+    pub databases: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub enum Recordings {
     Local(LocalRecordings),
@@ -76,22 +92,30 @@ impl Recordings {
         }
     }
 
-    /// Makes sure no other database keeps its recordings here (see
-    /// [`S3Recordings::claim_prefix`]). A local directory lives in its
-    /// server's data directory, beside its database, so it needs no claim.
-    pub async fn claim_for(&self, installation_id: &str) -> anyhow::Result<()> {
+    /// Marks the storage as holding recordings of `installation_id`, before
+    /// this server writes any (see [`Listing`]). A local directory lives in
+    /// its server's data directory, beside its database, so it needs none.
+    pub async fn register(&self, installation_id: &str) -> anyhow::Result<()> {
         match self {
             Self::Local(_) => Ok(()),
-            Self::S3 { objects, .. } => objects.claim_prefix(installation_id).await,
+            Self::S3 { objects, .. } => objects.register(installation_id).await,
+        }
+    }
+
+    /// What is stored: every recording, and the databases that keep them here.
+    pub async fn list(&self) -> anyhow::Result<Listing> {
+        match self {
+            Self::Local(local) => Ok(Listing {
+                recordings: local.keys().await?,
+                databases: Vec::new(),
+            }),
+            Self::S3 { objects, .. } => objects.list().await,
         }
     }
 
     /// The keys of every recording stored.
     pub async fn keys(&self) -> anyhow::Result<Vec<String>> {
-        match self {
-            Self::Local(local) => local.keys().await,
-            Self::S3 { objects, .. } => objects.keys().await,
-        }
+        Ok(self.list().await?.recordings)
     }
 
     /// A URL that serves the recording for `valid_for` without this server,

@@ -22,11 +22,12 @@ use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{
     Attribute, Attributes, GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt,
-    PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    PutMultipartOptions, PutOptions, PutPayload,
 };
 use tokio::io::AsyncRead;
 use tokio::task::JoinSet;
 
+use super::Listing;
 use crate::domain::MimeType;
 
 /// Bytes buffered before a part is uploaded (S3's minimum part is 5 MiB).
@@ -35,17 +36,10 @@ const PART_BYTES: usize = 8 << 20;
 /// most 24 MiB of a recording is in memory however long it is.
 const UPLOADS_IN_FLIGHT: usize = 2;
 
-/// The object, under the prefix, naming the database whose recordings the
-/// prefix holds. Not a session id, so never taken for a recording.
-const OWNER_KEY: &str = "spool-owner.json";
-
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct PrefixOwner {
-    /// The database's installation id.
-    database: String,
-    /// When it was claimed (RFC 3339), for the operator reading an error.
-    claimed_at: String,
-}
+/// The objects, under the prefix, that say which databases keep
+/// recordings there: `spool-database-<installation id>.json`, one each. Not
+/// session ids, so never taken for recordings.
+const DATABASE_MARKER: (&str, &str) = ("spool-database-", ".json");
 
 /// `s3://bucket/prefix`: where recordings go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,12 +167,12 @@ impl S3Recordings {
         }
     }
 
-    /// The keys of every recording: the objects directly under the prefix
-    /// but its owner record. Deeper objects are not ours: they may be
-    /// another database's, under a longer prefix.
-    pub async fn keys(&self) -> anyhow::Result<Vec<String>> {
+    /// The objects directly under the prefix: recordings, and the markers
+    /// of the databases that keep them there. Deeper objects are not ours:
+    /// they may be another database's, under a longer prefix.
+    pub async fn list(&self) -> anyhow::Result<Listing> {
         let prefix = self.prefix_path();
-        let listed: Vec<_> = self
+        let names: Vec<String> = self
             .store
             .list(prefix.as_ref())
             .map_ok(|meta| {
@@ -186,79 +180,45 @@ impl S3Recordings {
                     Some(prefix) => meta.location.prefix_match(prefix)?.collect::<Vec<_>>(),
                     None => meta.location.parts().collect(),
                 };
-                let key = rest.pop().filter(|_| rest.is_empty())?;
-                (key.as_ref() != OWNER_KEY).then(|| key.as_ref().to_owned())
+                let name = rest.pop().filter(|_| rest.is_empty())?;
+                Some(name.as_ref().to_owned())
             })
-            .try_filter_map(|key| std::future::ready(Ok(key)))
+            .try_filter_map(|name| std::future::ready(Ok(name)))
             .try_collect()
             .await
             .context("listing recordings")?;
-        Ok(listed)
-    }
-
-    /// Makes sure the prefix holds only the recordings of `database` (its
-    /// installation id): the first start writes that id into the prefix,
-    /// and a start with another database is refused. Without this, two
-    /// databases sharing a prefix would each sweep the other's recordings
-    /// away as orphans.
-    pub async fn claim_prefix(&self, database: &str) -> anyhow::Result<()> {
-        let path = self.path_of(OWNER_KEY);
-        let owner = match self.owner(&path).await? {
-            Some(owner) => owner,
-            None => {
-                let mine = PrefixOwner {
-                    database: database.to_owned(),
-                    claimed_at: chrono::Utc::now().to_rfc3339(),
-                };
-                let body = PutPayload::from(serde_json::to_vec_pretty(&mine)?);
-                // Create, not overwrite: of two first starts, one claim wins
-                // and the other start reads it back below. A store without
-                // conditional writes refuses the create; a plain PUT then
-                // claims it (and says why, if it fails too).
-                let created = self
-                    .store
-                    .put_opts(&path, body.clone(), PutMode::Create.into())
-                    .await;
-                match created {
-                    Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
-                    Err(_) => {
-                        self.store
-                            .put(&path, body)
-                            .await
-                            .with_context(|| format!("writing {}'s owner record", self.location))?;
-                    }
-                }
-                self.owner(&path)
-                    .await?
-                    .with_context(|| format!("{path} vanished as it was written"))?
+        let mut listing = Listing::default();
+        for name in names {
+            let (head, tail) = DATABASE_MARKER;
+            match name.strip_prefix(head).and_then(|id| id.strip_suffix(tail)) {
+                Some(database) => listing.databases.push(database.to_owned()),
+                None => listing.recordings.push(name),
             }
-        };
-        anyhow::ensure!(
-            owner.database == database,
-            "{} holds the recordings of another Spool database (installation {}, since {}), \
-             and this one (installation {database}) would delete them as orphans: give each \
-             database a prefix of its own. If that database is gone for good and its \
-             recordings may go, delete {path}",
-            self.location,
-            owner.database,
-            owner.claimed_at,
-        );
-        Ok(())
+        }
+        Ok(listing)
     }
 
-    async fn owner(&self, path: &Path) -> anyhow::Result<Option<PrefixOwner>> {
-        let got = match self.store.get(path).await {
-            Ok(got) => got,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+    /// Marks the prefix as holding recordings of `database` (its
+    /// installation id), before any is written: a database that lists the
+    /// prefix and finds another's marker leaves what it does not own alone
+    /// (see [`Listing`]).
+    pub async fn register(&self, database: &str) -> anyhow::Result<()> {
+        let (head, tail) = DATABASE_MARKER;
+        let path = self.path_of(&format!("{head}{database}{tail}"));
+        match self.store.head(&path).await {
+            Ok(_) => return Ok(()),
+            Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {path}"))),
-        };
-        let bytes = got
-            .bytes()
+        }
+        let marker = serde_json::json!({
+            "database": database,
+            "registered_at": chrono::Utc::now().to_rfc3339(),
+        });
+        self.store
+            .put(&path, serde_json::to_vec_pretty(&marker)?.into())
             .await
-            .with_context(|| format!("reading {path}"))?;
-        let owner = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{path} is not a Spool owner record"))?;
-        Ok(Some(owner))
+            .with_context(|| format!("writing {path}"))?;
+        Ok(())
     }
 
     /// A URL that lets its holder GET the recording for `valid_for`.

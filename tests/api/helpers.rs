@@ -132,22 +132,15 @@ pub async fn stored_recording(data_dir: &std::path::Path, key: &str) -> Option<V
     Some(bytes)
 }
 
-/// The settings of a test server over `data_dir`, on the backends the
-/// suite runs against.
-pub async fn test_config(data_dir: &std::path::Path) -> Config {
-    let mut config = Config::with_data_dir(data_dir);
-    config.storage = test_storage(data_dir);
-    config.database_url = test_database(data_dir)
+/// Starts a server over an existing data directory (which the caller keeps).
+pub async fn spawn_in(data_dir: PathBuf, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config::with_data_dir(&data_dir);
+    config.storage = test_storage(&data_dir);
+    config.database_url = test_database(&data_dir)
         .await
         .map(|url| spool::config::DatabaseUrl::parse(&url).unwrap());
     // Tests not about load must not hang on this machine's commit latency.
     config.max_writer_lag = Duration::ZERO;
-    config
-}
-
-/// Starts a server over an existing data directory (which the caller keeps).
-pub async fn spawn_in(data_dir: PathBuf, configure: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = test_config(&data_dir).await;
     configure(&mut config);
     let app = App::build(config).await.expect("the app builds");
     let base = format!("http://127.0.0.1:{}", app.port());

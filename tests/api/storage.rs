@@ -4,7 +4,12 @@
 
 use spool::{App, Config};
 
-use crate::helpers::{get_bytes, sha256_hex, spawn_app, spawn_app_with, test_config, test_storage};
+use serde_json::json;
+
+use crate::helpers::{
+    ServerProcess, eventually, payloads, recordings_of, sha256_hex, spawn_app_with, test_database,
+    test_storage,
+};
 
 /// Whether object storage is configured; if not, the test says it is
 /// skipped. CI runs the suite a second time with it (see `.ci/run`).
@@ -124,38 +129,64 @@ async fn a_recording_is_served_by_redirect_to_a_presigned_url() {
     assert!(whole.bytes().await.unwrap() == chunks.concat());
 }
 
-/// Two databases must never share a prefix: each would sweep the other's
-/// recordings away as orphans. The first server claims its prefix; a server
-/// with another database (another data directory, so another SQLite file or
-/// PostgreSQL database) is refused there, and the first one's recording
-/// stays.
+/// Two databases sharing a prefix (a misconfiguration, or a data
+/// directory started again without its database) leave each other's
+/// recordings alone: the sweep finds the other database's marker and
+/// removes no orphan, where it would otherwise delete every recording its
+/// own database does not know.
 #[tokio::test]
-async fn a_prefix_holding_another_databases_recordings_is_refused_at_start() {
-    if !object_storage_or_skip("a_prefix_holding_another_databases_recordings_is_refused_at_start")
-    {
+async fn databases_sharing_a_prefix_never_sweep_each_others_recordings() {
+    if !object_storage_or_skip("databases_sharing_a_prefix_never_sweep_each_others_recordings") {
         return;
     }
-    let first = spawn_app().await;
-    let (session, _) = first
-        .record("audio/ogg;codecs=opus", &[b"mine".to_vec()])
-        .await;
-    let prefix = test_storage(&first.data_dir).unwrap();
+    let first_dir = tempfile::tempdir().unwrap();
+    let first = ServerProcess::start(first_dir.path(), &[]).await;
+    let mine = record_on(&first).await;
 
-    let other = tempfile::tempdir().unwrap();
-    let mut config = test_config(other.path()).await;
-    config.storage = Some(prefix.clone());
-    let error = App::build(config)
-        .await
-        .err()
-        .expect("a second database is refused the prefix");
-    let message = format!("{error:#}");
-    assert!(
-        message.contains(&format!(
-            "{prefix} holds the recordings of another Spool database"
-        )),
-        "{message}"
-    );
+    // A second database (a data directory of its own) on the first's prefix.
+    let second_dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--storage".to_owned(),
+        test_storage(first_dir.path()).unwrap().to_string(),
+    ];
+    if let Some(url) = test_database(second_dir.path()).await {
+        args.extend(["--database-url".to_owned(), url]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let second = ServerProcess::start_plain(second_dir.path(), &args).await;
+    let theirs = record_on(&second).await;
+    second.kill9().await;
 
-    let url = first.url(&format!("/v1/sessions/{}/recording", session.id));
-    assert_eq!(get_bytes(&url, &session.token).await, b"mine");
+    // A start sweeps thoroughly, orphan recordings included.
+    first.kill9().await;
+    let first = ServerProcess::start(first_dir.path(), &[]).await;
+    let recordings = recordings_of(first_dir.path()).await;
+    eventually(
+        "the sweep passes over the other database's recording",
+        || async {
+            let said = first
+                .logs()
+                .iter()
+                .any(|line| line.contains("orphan recordings are not removed"));
+            said || recordings.len(&theirs).await.unwrap().is_none()
+        },
+    )
+    .await;
+    let mut kept = recordings.keys().await.unwrap();
+    kept.sort();
+    let mut both = vec![mine, theirs];
+    both.sort();
+    assert_eq!(kept, both);
+    first.kill9().await;
+}
+
+/// Records a short session on `server`; returns its id once finalized.
+async fn record_on(server: &ServerProcess) -> String {
+    let (id, token) = server.create_session().await;
+    let mut ws = server.connect(&id, &token).await;
+    assert_eq!(ws.recv_json().await["type"], "ready");
+    ws.send_all(&payloads(3, 100), 0).await;
+    ws.send_json(json!({"type": "finish", "chunks": 3})).await;
+    while ws.recv_json().await["type"] != "finalized" {}
+    id
 }
