@@ -200,12 +200,15 @@ impl Sweeper {
     /// session ids are not Spool's and are left alone, and so is everything
     /// while another database keeps recordings in the same place.
     async fn remove_orphan_files(&self, swept: &mut Swept) -> anyhow::Result<()> {
-        let listing = self.recordings.list().await?;
         let ours = self
             .db
             .installation_id()
             .await
             .context("reading this database's installation id")?;
+        // Written at start-up; written again if it has gone since (a
+        // lifecycle rule, a hand), before anything is deleted.
+        self.recordings.register(&ours).await?;
+        let listing = self.recordings.list().await?;
         let others: Vec<&String> = listing.databases.iter().filter(|id| **id != ours).collect();
         if !others.is_empty() {
             tracing::warn!(
