@@ -34,7 +34,8 @@ use crate::storage::{LocalRecordings, RecordingWriter, Recordings, S3Location, S
 
 #[derive(Debug, Clone, Args)]
 pub struct MigrateArgs {
-    /// The PostgreSQL database to copy into (created tables and all; other nodes may already use it).
+    /// The PostgreSQL database to copy into (its tables are created; start the nodes after the
+    /// copy: a running node could sweep a recording copied before its session row).
     #[arg(long, env = "SPOOL_DATABASE_URL", hide_env_values = true, value_parser = parse_database_url)]
     pub database_url: DatabaseUrl,
     /// Where to copy the recordings: s3://bucket/prefix (the AWS_* variables configure it).
@@ -258,14 +259,14 @@ async fn copy_recording(
     Ok(len)
 }
 
-/// Reads recording `id` whole, writing it to `out` if given; its SHA-256.
+/// Reads recording `id` of `from` whole, writing it to `out` if given; its SHA-256.
 async fn copy_bytes(
-    local: &Recordings,
+    from: &Recordings,
     id: &str,
     len: u64,
     mut out: Option<&mut RecordingWriter>,
 ) -> anyhow::Result<String> {
-    let mut reader = local.read_range(id, 0, len).await?;
+    let mut reader = from.read_range(id, 0, len).await?;
     let mut hash = sha2::Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {

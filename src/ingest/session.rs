@@ -49,12 +49,16 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) fn new(row: db::sessions::SessionRow, connection: &Connection) -> Self {
+    pub(super) fn new(
+        row: db::sessions::SessionRow,
+        connection: &Connection,
+        shedding: Option<Shedding>,
+    ) -> Self {
         let app = connection.state.clone();
         Self {
             max_chunk_bytes: app.config.max_chunk_bytes as usize,
             rate: RateLimit::new(app.config.max_chunks_per_second, Instant::now()),
-            shedding: Shedding::new(app.config.max_writer_lag),
+            shedding,
             committed_at: Instant::now(),
             app,
             base: connection.base.clone(),

@@ -51,8 +51,14 @@ where
 {
     let state = connection.state.clone();
     state.metrics.connection_opened();
-    let reason = match admit(&connection).await {
-        Ok(session) => Session::new(session, &connection).serve(&mut socket).await,
+    // `--max-writer-lag`, for the admission and for each chunk after it.
+    let shedding = Shedding::new(state.config.max_writer_lag);
+    let reason = match admit(&connection, shedding).await {
+        Ok(session) => {
+            Session::new(session, &connection, shedding)
+                .serve(&mut socket)
+                .await
+        }
         Err(reason) => reason,
     };
     // The reason may quote the client's own text (a bad control message).
@@ -62,11 +68,14 @@ where
 }
 
 /// The session this connection may write to, or why not.
-async fn admit(connection: &Connection) -> Result<db::sessions::SessionRow, CloseReason> {
+async fn admit(
+    connection: &Connection,
+    shedding: Option<Shedding>,
+) -> Result<db::sessions::SessionRow, CloseReason> {
     if connection.slot.is_none() {
         return Err(CloseReason::Busy(connection.state.socket_slots.limit()));
     }
-    if let Some(shedding) = Shedding::new(connection.state.config.max_writer_lag) {
+    if let Some(shedding) = shedding {
         shedding.admit(connection.state.writer.lag())?;
     }
     let id = SessionId::parse(&connection.session).map_err(|_| CloseReason::UnknownSession)?;

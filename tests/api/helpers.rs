@@ -467,29 +467,8 @@ impl Ws {
 
     /// Reads until the server closes; returns the close code and the `error` before it.
     pub async fn closed(&mut self) -> Closed {
-        let mut error = None;
-        loop {
-            let message = tokio::time::timeout(WAIT, self.stream.next())
-                .await
-                .expect("a close in time");
-            match message {
-                Some(Ok(Message::Text(text))) => {
-                    let value: Value = serde_json::from_str(&text).unwrap();
-                    if value["type"] == "error" {
-                        error = Some(value);
-                    }
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    return Closed {
-                        code: frame.map(|f| u16::from(f.code)).unwrap_or(1005),
-                        error,
-                    };
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("socket failed before a close frame: {e}"),
-                None => panic!("socket ended without a close frame"),
-            }
-        }
+        let (_, closed) = self.acks_until(i64::MAX).await;
+        closed.expect("acks never reach i64::MAX: only a close ends the wait")
     }
 }
 
